@@ -1,0 +1,165 @@
+"""Settings: one immutable object built from the environment by each entrypoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from services.core.errors import ConfigError
+
+DEFAULT_DATA_DIR = ".newsdesk"
+EMBEDDED_REDIS_SOCKET = "redis.sock"
+
+# Every environment variable the service reads, with its meaning. The compose-file test checks
+# that docker-compose.yml sets nothing outside this table.
+ENV_VARS: dict[str, str] = {
+    "DATABASE_URL": "SQLAlchemy URL; default: SQLite file in the data directory",
+    "REDIS_URL": "Redis URL; default: the embedded server's socket in the data directory",
+    "NEWSDESK_DATA_DIR": "directory for the SQLite file and the embedded Redis",
+    "NEWSDESK_SEEDS_DIR": "folder source ingested by the poller (empty: none)",
+    "NEWSDESK_API_HOST": "address the API listens on",
+    "NEWSDESK_API_PORT": "port the API listens on",
+    "NEWSDESK_WORKERS": "worker processes started by `newsdesk worker` and `newsdesk up`",
+    "NEWSDESK_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "NEWSDESK_FEED_INTERVAL": "seconds between two polls of one feed",
+    "NEWSDESK_FOLDER_INTERVAL": "seconds between two scans of the folder source",
+    "NEWSDESK_POLL_TICK": "seconds the poller sleeps between looking for due work",
+    "NEWSDESK_JOB_TIMEOUT": "seconds an extraction job may run",
+    "NEWSDESK_MAINTENANCE_INTERVAL": "seconds between rq maintenance runs (abandoned jobs)",
+    "NEWSDESK_HTTP_TIMEOUT": "total seconds for one outbound HTTP request",
+    "NEWSDESK_MAX_BODY_BYTES": "cap on the decompressed size of a fetched document",
+    "NEWSDESK_MAX_FILE_BYTES": "cap on the size of one file in the folder source",
+    "NEWSDESK_EXTRACT_QUEUE": "name of the rq queue for extraction jobs",
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the common ``postgres://``/``postgresql://`` forms onto the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, resolved once per process."""
+
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    seeds_dir: Path | None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    workers: int = 2
+    log_level: str = "INFO"
+    feed_interval: float = 900.0
+    folder_interval: float = 5.0
+    poll_tick: float = 1.0
+    job_timeout: int = 180
+    maintenance_interval: int = 30
+    http_timeout: float = 20.0
+    max_body_bytes: int = 15 * 1024 * 1024
+    max_file_bytes: int = 2 * 1024 * 1024
+    extract_queue: str = "newsdesk-extract"
+    embedded_redis: bool = field(default=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("NEWSDESK_DATA_DIR", "").strip() or DEFAULT_DATA_DIR).absolute()
+        database_url = env.get("DATABASE_URL", "").strip()
+        if not database_url:
+            database_url = f"sqlite:///{data_dir / 'newsdesk.sqlite3'}"
+        redis_url = env.get("REDIS_URL", "").strip()
+        embedded = not redis_url
+        if embedded:
+            redis_url = f"unix://{data_dir / EMBEDDED_REDIS_SOCKET}"
+        seeds_raw = env.get("NEWSDESK_SEEDS_DIR")
+        seeds_dir = Path("seeds") if seeds_raw is None else Path(seeds_raw.strip() or ".")
+        level = env.get("NEWSDESK_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {level}")
+        return cls(
+            data_dir=data_dir,
+            database_url=normalise_database_url(database_url),
+            redis_url=redis_url,
+            seeds_dir=None
+            if seeds_raw is not None and not seeds_raw.strip()
+            else seeds_dir.absolute(),
+            api_host=env.get("NEWSDESK_API_HOST", "").strip() or "127.0.0.1",
+            api_port=_int(env, "NEWSDESK_API_PORT", 8080, minimum=0),
+            workers=_int(env, "NEWSDESK_WORKERS", 2, minimum=1),
+            log_level=level,
+            feed_interval=_float(env, "NEWSDESK_FEED_INTERVAL", 900.0, minimum=1.0),
+            folder_interval=_float(env, "NEWSDESK_FOLDER_INTERVAL", 5.0, minimum=0.1),
+            poll_tick=_float(env, "NEWSDESK_POLL_TICK", 1.0, minimum=0.05),
+            job_timeout=_int(env, "NEWSDESK_JOB_TIMEOUT", 180, minimum=1),
+            maintenance_interval=_int(env, "NEWSDESK_MAINTENANCE_INTERVAL", 30, minimum=1),
+            http_timeout=_float(env, "NEWSDESK_HTTP_TIMEOUT", 20.0, minimum=0.1),
+            max_body_bytes=_int(env, "NEWSDESK_MAX_BODY_BYTES", 15 * 1024 * 1024, minimum=1024),
+            max_file_bytes=_int(env, "NEWSDESK_MAX_FILE_BYTES", 2 * 1024 * 1024, minimum=1),
+            extract_queue=env.get("NEWSDESK_EXTRACT_QUEUE", "").strip() or "newsdesk-extract",
+            embedded_redis=embedded,
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests, `newsdesk up`)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def child_environment(self) -> dict[str, str]:
+        """Environment that makes a child process resolve the same settings."""
+        env = {
+            "DATABASE_URL": self.database_url,
+            "NEWSDESK_DATA_DIR": str(self.data_dir),
+            "NEWSDESK_SEEDS_DIR": str(self.seeds_dir) if self.seeds_dir else "",
+            "NEWSDESK_API_HOST": self.api_host,
+            "NEWSDESK_API_PORT": str(self.api_port),
+            "NEWSDESK_WORKERS": str(self.workers),
+            "NEWSDESK_LOG_LEVEL": self.log_level,
+            "NEWSDESK_FEED_INTERVAL": str(self.feed_interval),
+            "NEWSDESK_FOLDER_INTERVAL": str(self.folder_interval),
+            "NEWSDESK_POLL_TICK": str(self.poll_tick),
+            "NEWSDESK_JOB_TIMEOUT": str(self.job_timeout),
+            "NEWSDESK_MAINTENANCE_INTERVAL": str(self.maintenance_interval),
+            "NEWSDESK_HTTP_TIMEOUT": str(self.http_timeout),
+            "NEWSDESK_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "NEWSDESK_MAX_FILE_BYTES": str(self.max_file_bytes),
+            "NEWSDESK_EXTRACT_QUEUE": self.extract_queue,
+        }
+        if not self.embedded_redis:
+            env["REDIS_URL"] = self.redis_url
+        return env

@@ -1,0 +1,206 @@
+"""Feeds repository: sources, their polling state, and the items they have produced."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.core.errors import Conflict, NotFound
+from services.core.records import FeedRecord, ItemError
+from services.db.models import Feed, Sighting
+from services.db.upsert import insert_for, insert_ignore
+
+MAX_BACKOFF = timedelta(hours=24)
+
+
+def key_hash(item_key: str) -> str:
+    return hashlib.sha256(item_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def to_record(row: Feed) -> FeedRecord:
+    return FeedRecord(
+        id=row.id,
+        url=row.url,
+        kind=row.kind,
+        title=row.title,
+        site_url=row.site_url,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        body_hash=row.body_hash,
+        interval_seconds=row.interval_seconds,
+        next_poll_at=row.next_poll_at,
+        last_polled_at=row.last_polled_at,
+        last_success_at=row.last_success_at,
+        last_status=row.last_status,
+        error_count=row.error_count,
+        last_error_code=row.last_error_code,
+        last_error_detail=row.last_error_detail,
+        disabled_at=row.disabled_at,
+        created_at=row.created_at,
+    )
+
+
+def add_feed(
+    session: Session, *, url: str, kind: str, interval_seconds: int, now: datetime,
+    title: str | None = None,
+) -> FeedRecord:  # fmt: skip
+    """Register a source, due at once. Raises Conflict when the URL is already registered."""
+    row = insert_ignore(
+        session,
+        Feed,
+        {
+            "url": url, "kind": kind, "title": title, "interval_seconds": interval_seconds,
+            "next_poll_at": now, "error_count": 0, "created_at": now, "updated_at": now,
+        },
+        returning=[Feed.id],
+    )  # fmt: skip
+    if row is None:
+        raise Conflict(f"a feed with URL {url!r} already exists")
+    return get_feed(session, row[0])
+
+
+def ensure_feed(
+    session: Session, *, url: str, kind: str, interval_seconds: int, now: datetime
+) -> FeedRecord:
+    """The feed with ``url``, created when missing (idempotent, safe under concurrency)."""
+    found = session.scalars(select(Feed).where(Feed.url == url)).first()
+    if found is not None:
+        return to_record(found)
+    try:
+        with session.begin_nested():
+            return add_feed(session, url=url, kind=kind, interval_seconds=interval_seconds, now=now)
+    except Conflict:
+        return to_record(session.scalars(select(Feed).where(Feed.url == url)).one())
+
+
+def get_feed(session: Session, feed_id: int) -> FeedRecord:
+    row = session.get(Feed, feed_id)
+    if row is None:
+        raise NotFound(f"no feed with id {feed_id}")
+    return to_record(row)
+
+
+def list_feeds(session: Session, *, after_id: int = 0, limit: int = 100) -> list[FeedRecord]:
+    """Feeds in id order, starting after ``after_id`` (keyset pagination)."""
+    rows = session.scalars(select(Feed).where(Feed.id > after_id).order_by(Feed.id).limit(limit))
+    return [to_record(r) for r in rows]
+
+
+def claim_due_feeds(
+    session: Session, *, kind: str, now: datetime, limit: int, lease: timedelta
+) -> list[FeedRecord]:
+    """Take up to ``limit`` due feeds and push their next poll past ``lease``.
+
+    The lease stops a second poller (or an overlapping cycle) from taking the same feeds;
+    on PostgreSQL ``FOR UPDATE SKIP LOCKED`` keeps two pollers from blocking on each other.
+    """
+    stmt = (
+        select(Feed)
+        .where(Feed.kind == kind, Feed.disabled_at.is_(None), Feed.next_poll_at <= now)
+        .order_by(Feed.next_poll_at, Feed.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = list(session.scalars(stmt))
+    for row in rows:
+        row.next_poll_at = now + lease
+    session.flush()
+    return [to_record(r) for r in rows]
+
+
+def record_success(
+    session: Session, *, feed_id: int, now: datetime, status: int | None,
+    etag: str | None = None, last_modified: str | None = None, body_hash: str | None = None,
+    title: str | None = None, site_url: str | None = None,
+) -> None:  # fmt: skip
+    """A poll that worked (200 or 304): clear errors, keep validators, schedule the next."""
+    row = session.get(Feed, feed_id)
+    if row is None:
+        raise NotFound(f"no feed with id {feed_id}")
+    row.last_polled_at = now
+    row.last_success_at = now
+    row.last_status = status
+    row.error_count = 0
+    row.last_error_code = None
+    row.last_error_detail = None
+    row.next_poll_at = now + timedelta(seconds=row.interval_seconds)
+    if etag is not None:
+        row.etag = etag
+    if last_modified is not None:
+        row.last_modified = last_modified
+    if body_hash is not None:
+        row.body_hash = body_hash
+    if title:
+        row.title = title[:1000]
+    if site_url:
+        row.site_url = site_url[:2048]
+
+
+def record_error(
+    session: Session, *, feed_id: int, now: datetime, code: str, detail: str,
+    status: int | None = None,
+) -> None:  # fmt: skip
+    """A poll that failed: count it, keep the code and detail, back off exponentially."""
+    row = session.get(Feed, feed_id)
+    if row is None:
+        raise NotFound(f"no feed with id {feed_id}")
+    row.error_count += 1
+    row.last_polled_at = now
+    row.last_status = status
+    row.last_error_code = code
+    row.last_error_detail = detail[:2000]
+    backoff = timedelta(seconds=row.interval_seconds) * (2 ** min(row.error_count - 1, 10))
+    row.next_poll_at = now + min(backoff, MAX_BACKOFF)
+
+
+def schedule(session: Session, *, feed_id: int, when: datetime) -> None:
+    session.execute(update(Feed).where(Feed.id == feed_id).values(next_poll_at=when))
+
+
+def known_items(session: Session, *, feed_id: int) -> dict[str, str]:
+    """``item_key_hash -> content_hash`` for every item of the feed seen so far."""
+    rows = session.execute(
+        select(Sighting.item_key_hash, Sighting.content_hash).where(Sighting.feed_id == feed_id)
+    )
+    return {k: h for k, h in rows}
+
+
+def record_item_error(
+    session: Session, *, feed_id: int, item_key: str, content_hash: str, code: str,
+    detail: str, now: datetime,
+) -> None:  # fmt: skip
+    """Remember that this version of an item failed, so it is shown and not retried."""
+    stmt = insert_for(session, Sighting).values(
+        feed_id=feed_id, item_key=item_key, item_key_hash=key_hash(item_key),
+        content_hash=content_hash, error_code=code, error_detail=detail[:2000],
+        first_seen_at=now, last_seen_at=now,
+    )  # fmt: skip
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Sighting.feed_id, Sighting.item_key_hash],
+        set_={
+            "content_hash": content_hash, "error_code": code,
+            "error_detail": detail[:2000], "last_seen_at": now,
+        },
+    )  # fmt: skip
+    session.execute(stmt)
+
+
+def item_errors(session: Session, *, feed_id: int, limit: int = 20) -> list[ItemError]:
+    """The most recent item-level errors of a feed."""
+    rows = session.scalars(
+        select(Sighting)
+        .where(Sighting.feed_id == feed_id, Sighting.error_code.is_not(None))
+        .order_by(Sighting.last_seen_at.desc(), Sighting.id.desc())
+        .limit(limit)
+    )
+    return [
+        ItemError(
+            feed_id=r.feed_id, item_key=r.item_key, code=r.error_code or "error",
+            detail=r.error_detail or "", seen_at=r.last_seen_at,
+        )
+        for r in rows
+    ]  # fmt: skip

@@ -1,0 +1,53 @@
+"""rq queues and the jobs newsdesk enqueues: names, ids, timeouts and retry policy in one place."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+from services.config import Settings
+
+EXTRACT_FUNC = "workers.jobs.extract_item"
+EXTRACT_RETRY_INTERVALS = [10, 60, 300]
+FAILURE_TTL = 7 * 24 * 3600
+RESULT_TTL = 3600
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client for ``settings.redis_url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
+
+
+def extract_queue(settings: Settings, connection: redis.Redis) -> Queue:
+    return Queue(settings.extract_queue, connection=connection, serializer=JSONSerializer)
+
+
+def extract_job_id(feed_id: int, item_key: str, content_hash: str) -> str:
+    """Deterministic: the same version of the same item always maps to the same job."""
+    digest = hashlib.sha256(f"{feed_id}\x1f{item_key}\x1f{content_hash}".encode()).hexdigest()
+    return f"extract:{digest[:40]}"
+
+
+def enqueue_extract(queue: Queue, payload: dict[str, Any], *, timeout: int) -> bool:
+    """Queue one extraction job; False when the same job is already queued or running."""
+    job_id = extract_job_id(payload["feed_id"], payload["item_key"], payload["content_hash"])
+    try:
+        queue.enqueue(
+            EXTRACT_FUNC,
+            payload,
+            job_id=job_id,
+            unique=True,
+            job_timeout=timeout,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            retry=Retry(max=len(EXTRACT_RETRY_INTERVALS), interval=EXTRACT_RETRY_INTERVALS),
+            description=f"extract feed={payload['feed_id']} item={payload['item_key'][:80]}",
+        )
+    except DuplicateJobError:
+        return False
+    return True

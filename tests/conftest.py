@@ -1,0 +1,101 @@
+"""Shared fixtures: real SQL (SQLite or PostgreSQL) and real Redis, cleaned for every test.
+
+``NEWSDESK_TEST_DATABASE_URL`` and ``NEWSDESK_TEST_REDIS_URL`` select real servers; without
+them the tests use a SQLite file and an embedded ``redis-server`` started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.db.engine import make_engine, session_factory
+from services.db.migrate import upgrade
+from services.db.models import Base
+from services.embedded_redis import EmbeddedRedis
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("NEWSDESK_TEST_REDIS_URL", "").strip()
+    if configured:
+        yield configured
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    configured = os.environ.get("NEWSDESK_TEST_DATABASE_URL", "").strip()
+    if configured:
+        return configured
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The test database, migrated from scratch once per session by the real migrations."""
+    eng = make_engine(database_url)
+    with eng.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _clean_database(eng: Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with eng.begin() as conn:
+        if eng.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text("DELETE FROM sqlite_sequence"))
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, database_url: str, redis_url: str, engine: Engine
+) -> Iterator[Settings]:
+    """Settings for one test, on a clean database and an empty Redis database."""
+    _clean_database(engine)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "NEWSDESK_DATA_DIR": str(tmp_path / "data"),
+        "NEWSDESK_SEEDS_DIR": str(seeds),
+        "NEWSDESK_API_PORT": "0",
+        "NEWSDESK_HTTP_TIMEOUT": "5",
+        "NEWSDESK_MAINTENANCE_INTERVAL": "5",
+    }
+    yield Settings.from_env(env)
+
+
+@pytest.fixture
+def db(settings: Settings, engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def redis_conn(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
