@@ -105,7 +105,7 @@ class Settings:
         if embedded:
             redis_url = f"unix://{data_dir / EMBEDDED_REDIS_SOCKET}"
         seeds_raw = env.get("NEWSDESK_SEEDS_DIR")
-        seeds_dir = Path("seeds") if seeds_raw is None else Path(seeds_raw.strip() or ".")
+        seeds_dir = (Path("seeds") if seeds_raw is None else Path(seeds_raw.strip())).absolute()
         level = env.get("NEWSDESK_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"NEWSDESK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR: {level}")
@@ -113,9 +113,7 @@ class Settings:
             data_dir=data_dir,
             database_url=normalise_database_url(database_url),
             redis_url=redis_url,
-            seeds_dir=None
-            if seeds_raw is not None and not seeds_raw.strip()
-            else seeds_dir.absolute(),
+            seeds_dir=None if seeds_raw is not None and not seeds_raw.strip() else seeds_dir,
             api_host=env.get("NEWSDESK_API_HOST", "").strip() or "127.0.0.1",
             api_port=_int(env, "NEWSDESK_API_PORT", 8080, minimum=0),
             workers=_int(env, "NEWSDESK_WORKERS", 2, minimum=1),
