@@ -30,7 +30,7 @@ def extract_queue(settings: Settings, connection: redis.Redis) -> Queue:
 def extract_job_id(feed_id: int, item_key: str, content_hash: str) -> str:
     """Deterministic: the same version of the same item always maps to the same job."""
     digest = hashlib.sha256(f"{feed_id}\x1f{item_key}\x1f{content_hash}".encode()).hexdigest()
-    return f"extract:{digest[:40]}"
+    return f"extract-{digest[:40]}"
 
 
 def enqueue_extract(queue: Queue, payload: dict[str, Any], *, timeout: int) -> bool:

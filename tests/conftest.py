@@ -7,8 +7,9 @@ them the tests use a SQLite file and an embedded ``redis-server`` started for th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -99,3 +100,36 @@ def redis_conn(settings: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def recogniser() -> Any:
+    """The real spaCy model, loaded once for the whole test session."""
+    from workers.nlp import Recogniser, load_model
+
+    return Recogniser(load_model())
+
+
+@pytest.fixture
+def burst(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Callable[[], int]]:
+    """Run an in-process rq worker until the extraction queue is empty; returns jobs done."""
+    from workers.context import WorkerContext, install
+    from workers.runner import make_worker
+
+    install(
+        WorkerContext(settings=settings, sessions=session_factory(engine), recogniser=recogniser)
+    )
+
+    def ended() -> int:
+        queue = worker.queues[0]
+        return int(queue.finished_job_registry.count + queue.failed_job_registry.count)
+
+    worker = make_worker(settings)
+
+    def run() -> int:
+        before = ended()
+        worker.work(burst=True, logging_level="WARNING")
+        return ended() - before
+
+    yield run
+    install(None)

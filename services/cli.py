@@ -1,0 +1,77 @@
+"""The ``newsdesk`` command: one subcommand per role, plus ``up`` that runs them all."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from services.config import Settings
+from services.core.errors import NewsdeskError
+
+ROLES = ("up", "migrate", "api", "poller", "worker")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newsdesk",
+        description="Self-hosted news monitoring. Settings come from environment variables; "
+        "see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="run everything with embedded defaults (SQLite + Redis)")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("api", help="serve the HTTP API")
+    sub.add_parser("poller", help="poll feeds and the seeds folder, queue extraction jobs")
+    worker = sub.add_parser("worker", help="run extraction workers")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--workers", type=int, help="processes (default: NEWSDESK_WORKERS)")
+    return parser
+
+
+def migrate(settings: Settings) -> None:
+    from services.db.engine import make_engine
+    from services.db.migrate import upgrade
+
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "up":
+            from services.supervisor import up
+
+            return up(settings)
+        if args.command == "migrate":
+            migrate(settings)
+            print("database is at the latest revision")
+        elif args.command == "api":
+            from services.api.server import run as run_api
+
+            run_api(settings)
+        elif args.command == "poller":
+            from services.poller.service import run as run_poller
+
+            run_poller(settings)
+        elif args.command == "worker":
+            from workers.runner import run as run_workers
+
+            if args.workers:
+                settings = settings.with_overrides(workers=max(1, args.workers))
+            run_workers(settings, burst=args.burst)
+    except NewsdeskError as exc:
+        print(f"newsdesk {args.command}: error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

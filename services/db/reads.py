@@ -1,0 +1,359 @@
+"""Read-side queries for the API: keyset pages of articles and entities as frozen records."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Row, false, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from services.core.entities import entity_key
+from services.core.errors import NotFound
+from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Feed, Sighting
+
+T = TypeVar("T")
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a keyset listing; ``more`` says whether a next page exists."""
+
+    items: tuple[T, ...]
+    more: bool
+
+
+@dataclass(frozen=True)
+class ArticleSummary:
+    id: int
+    title: str
+    url: str | None
+    published_at: datetime | None
+    sort_at: datetime
+    language: str | None
+    summary: str | None
+    feed_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ArticleEntityRef:
+    """An entity as mentioned by one article."""
+
+    id: int
+    name: str
+    type: str
+    mentions: int
+
+
+@dataclass(frozen=True)
+class ArticleSource:
+    """One feed item that carried the article."""
+
+    feed_id: int
+    feed_title: str | None
+    feed_url: str
+    item_key: str
+    url: str | None
+    first_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class ArticleDetail:
+    id: int
+    title: str
+    url: str | None
+    canonical_url: str | None
+    published_at: datetime | None
+    sort_at: datetime
+    language: str | None
+    summary: str | None
+    byline: str | None
+    text: str
+    story_id: int | None
+    boilerplate: Mapping[str, Any]
+    urls: tuple[str, ...]
+    entities: tuple[ArticleEntityRef, ...]
+    sources: tuple[ArticleSource, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def feed_ids(self) -> tuple[int, ...]:
+        return tuple(sorted({s.feed_id for s in self.sources}))
+
+
+@dataclass(frozen=True)
+class EntitySummary:
+    id: int
+    type: str
+    name: str
+    article_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class EntityDetail:
+    id: int
+    type: str
+    name: str
+    key: str
+    aliases: tuple[str, ...]
+    article_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    recent_articles: tuple[ArticleSummary, ...]
+
+
+_SUMMARY_COLUMNS = (
+    Article.id,
+    Article.title,
+    Article.canonical_url,
+    Article.published_at,
+    Article.sort_at,
+    Article.language,
+    Article.summary,
+)
+_NEWEST_FIRST = (Article.sort_at.desc(), Article.id.desc())
+
+
+def list_articles(
+    session: Session,
+    *,
+    limit: int,
+    cursor: tuple[datetime, int] | None = None,
+    entity_ids: Sequence[int | Sequence[int]] | None = None,
+    feed_id: int | None = None,
+) -> Page[ArticleSummary]:
+    """Articles newest first, ordered by ``(sort_at desc, id desc)``.
+
+    Args:
+        limit: page size.
+        cursor: ``(sort_at, id)`` of the last article of the previous page.
+        entity_ids: an article must mention every element; an element that is a sequence of
+            ids is satisfied by any of them (one name can denote entities of several types).
+        feed_id: only articles that this feed carried.
+    """
+    stmt = select(*_SUMMARY_COLUMNS).order_by(*_NEWEST_FIRST).limit(limit + 1)
+    if cursor is not None:
+        stmt = stmt.where(tuple_(Article.sort_at, Article.id) < cursor)
+    for element in entity_ids or ():
+        ids = [element] if isinstance(element, int) else list(element)
+        if not ids:
+            stmt = stmt.where(false())
+            continue
+        mentioned = select(ArticleEntity.article_id).where(ArticleEntity.entity_id.in_(ids))
+        stmt = stmt.where(Article.id.in_(mentioned))
+    if feed_id is not None:
+        carried = select(Sighting.article_id).where(Sighting.feed_id == feed_id)
+        stmt = stmt.where(Article.id.in_(carried))
+    rows = list(session.execute(stmt))
+    return Page(items=tuple(_summaries(session, rows[:limit])), more=len(rows) > limit)
+
+
+def get_article(session: Session, article_id: int) -> ArticleDetail:
+    """One article with its URLs, entities and sources. Raises NotFound."""
+    row = session.get(Article, article_id)
+    if row is None:
+        raise NotFound(f"no article with id {article_id}")
+    urls = tuple(
+        session.scalars(
+            select(ArticleUrl.url)
+            .where(ArticleUrl.article_id == article_id)
+            .order_by(ArticleUrl.id)
+        )
+    )
+    entities = session.execute(
+        select(Entity.id, Entity.name, Entity.type, ArticleEntity.mentions)
+        .join(ArticleEntity, ArticleEntity.entity_id == Entity.id)
+        .where(ArticleEntity.article_id == article_id)
+        .order_by(ArticleEntity.mentions.desc(), ArticleEntity.first_offset, Entity.id)
+    )
+    sources = session.execute(
+        select(
+            Sighting.feed_id, Feed.title, Feed.url, Sighting.item_key, Sighting.url,
+            Sighting.first_seen_at,
+        )
+        .join(Feed, Feed.id == Sighting.feed_id)
+        .where(Sighting.article_id == article_id)
+        .order_by(Sighting.first_seen_at, Sighting.id)
+    )  # fmt: skip
+    return ArticleDetail(
+        id=row.id,
+        title=row.title,
+        url=row.canonical_url or (urls[0] if urls else None),
+        canonical_url=row.canonical_url,
+        published_at=row.published_at,
+        sort_at=row.sort_at,
+        language=row.language,
+        summary=row.summary,
+        byline=row.byline,
+        text=row.text,
+        story_id=row.story_id,
+        boilerplate=dict(row.boilerplate or {}),
+        urls=urls,
+        entities=tuple(ArticleEntityRef(id=i, name=n, type=t, mentions=m) for i, n, t, m in entities),
+        sources=tuple(
+            ArticleSource(
+                feed_id=f, feed_title=ft, feed_url=fu, item_key=k, url=u, first_seen_at=seen
+            )
+            for f, ft, fu, k, u, seen in sources
+        ),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def find_entity_ids(session: Session, ref: str) -> list[int]:
+    """Entities a client reference denotes: an id, else every entity whose key matches the name.
+
+    A name can match several entities (one per type: "Washington" the person and the place);
+    the most mentioned comes first. Unknown references give an empty list.
+    """
+    ref = ref.strip()
+    if _DIGITS.fullmatch(ref):
+        found = session.scalar(select(Entity.id).where(Entity.id == int(ref)))
+        return [] if found is None else [found]
+    key = entity_key(ref)
+    if not key:
+        return []
+    stmt = (
+        select(Entity.id)
+        .where(Entity.key == key)
+        .order_by(Entity.article_count.desc(), Entity.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def list_entities(
+    session: Session,
+    *,
+    limit: int,
+    cursor: tuple[int, int] | None = None,
+    type: str | None = None,
+    prefix: str | None = None,
+) -> Page[EntitySummary]:
+    """Entities by ``article_count desc, id desc`` (the order of ``ix_entities_count``).
+
+    Args:
+        cursor: ``(article_count, id)`` of the last entity of the previous page. Counts move
+            as articles arrive, so a walk is consistent per page, not across a whole walk.
+        type: only entities of this type.
+        prefix: only entities whose lookup key starts with the key of ``prefix``.
+    """
+    stmt = (
+        select(Entity)
+        .order_by(Entity.article_count.desc(), Entity.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        stmt = stmt.where(tuple_(Entity.article_count, Entity.id) < cursor)
+    if type is not None:
+        stmt = stmt.where(Entity.type == type)
+    if prefix:
+        key = prefix_key(prefix)
+        if key:
+            stmt = stmt.where(Entity.key.like(escape_like(key) + "%", escape="\\"))
+    rows = list(session.scalars(stmt))
+    items = tuple(
+        EntitySummary(
+            id=r.id, type=r.type, name=r.name, article_count=r.article_count,
+            first_seen_at=r.first_seen_at, last_seen_at=r.last_seen_at,
+        )
+        for r in rows[:limit]
+    )  # fmt: skip
+    return Page(items=items, more=len(rows) > limit)
+
+
+def get_entity(session: Session, entity_id: int, recent: int = 20) -> EntityDetail:
+    """One entity with its aliases and the ``recent`` newest articles mentioning it."""
+    row = session.get(Entity, entity_id)
+    if row is None:
+        raise NotFound(f"no entity with id {entity_id}")
+    articles = session.execute(
+        select(*_SUMMARY_COLUMNS)
+        .join(ArticleEntity, ArticleEntity.article_id == Article.id)
+        .where(ArticleEntity.entity_id == entity_id)
+        .order_by(*_NEWEST_FIRST)
+        .limit(recent)
+    )
+    return EntityDetail(
+        id=row.id,
+        type=row.type,
+        name=row.name,
+        key=row.key,
+        aliases=tuple(str(a) for a in row.aliases or ()),
+        article_count=row.article_count,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        recent_articles=tuple(_summaries(session, list(articles))),
+    )
+
+
+def prefix_key(prefix: str) -> str:
+    """The lookup key of a name prefix; a trailing space is kept ("new " is not "newark")."""
+    key = entity_key(prefix)
+    if key and prefix[-1:].isspace():
+        key += " "
+    return key
+
+
+def escape_like(value: str) -> str:
+    """``value`` as a literal inside a LIKE pattern whose escape character is a backslash."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _summaries(session: Session, rows: Sequence[Row[Any]]) -> list[ArticleSummary]:
+    """Summaries for a page of article rows, with their feeds and URLs in two batched queries."""
+    feeds = _feed_ids(session, [r.id for r in rows])
+    urls = _first_urls(session, [r.id for r in rows if r.canonical_url is None])
+    return [
+        ArticleSummary(
+            id=r.id,
+            title=r.title,
+            url=r.canonical_url or urls.get(r.id),
+            published_at=r.published_at,
+            sort_at=r.sort_at,
+            language=r.language,
+            summary=r.summary,
+            feed_ids=feeds.get(r.id, ()),
+        )
+        for r in rows
+    ]
+
+
+def _feed_ids(session: Session, article_ids: Iterable[int]) -> dict[int, tuple[int, ...]]:
+    ids = list(article_ids)
+    if not ids:
+        return {}
+    stmt = (
+        select(Sighting.article_id, Sighting.feed_id)
+        .where(Sighting.article_id.in_(ids))
+        .distinct()
+        .order_by(Sighting.article_id, Sighting.feed_id)
+    )
+    found: defaultdict[int, list[int]] = defaultdict(list)
+    for article_id, feed_id in session.execute(stmt):
+        if article_id is not None:
+            found[article_id].append(feed_id)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _first_urls(session: Session, article_ids: Iterable[int]) -> dict[int, str]:
+    """The first URL each article was seen under (for articles with no canonical URL)."""
+    ids = list(article_ids)
+    if not ids:
+        return {}
+    first = (
+        select(func.min(ArticleUrl.id))
+        .where(ArticleUrl.article_id.in_(ids))
+        .group_by(ArticleUrl.article_id)
+    )
+    stmt = select(ArticleUrl.article_id, ArticleUrl.url).where(ArticleUrl.id.in_(first))
+    return {article_id: url for article_id, url in session.execute(stmt)}

@@ -1,0 +1,124 @@
+"""`newsdesk up`: embedded Redis + migrations + api, poller and workers under one parent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from services.config import Settings
+from services.embedded_redis import EmbeddedRedis
+from services.logs import setup_logging
+from services.procs import detach_and_die_with_parent
+
+log = logging.getLogger("newsdesk.up")
+
+ROLES = ("api", "poller", "worker")
+STOP_GRACE = 30.0
+RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Child:
+    role: str
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", role],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=detach_and_die_with_parent,
+    )
+
+
+def _wait_for_api(settings: Settings, timeout: float) -> bool:
+    url = f"http://{settings.api_host}:{settings.api_port}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def up(settings: Settings) -> int:
+    """Run the whole service until SIGINT/SIGTERM; returns the exit status."""
+    setup_logging(settings.log_level, "up")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    redis_server = EmbeddedRedis(settings.data_dir) if settings.embedded_redis else None
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    children = [Child(role) for role in ROLES]
+    try:
+        if redis_server is not None:
+            redis_server.start()
+        from services.cli import migrate
+
+        migrate(settings)
+        env = os.environ | settings.child_environment()
+        for child in children:
+            child.proc, child.started_at = _spawn(child.role, env), time.monotonic()
+        if _wait_for_api(settings, timeout=30):
+            where = f"http://{settings.api_host}:{settings.api_port}"
+            print(
+                f"newsdesk is up: API on {where}/v1/articles  (data: {settings.data_dir})",
+                flush=True,
+            )
+            if settings.seeds_dir:
+                print(f"ingesting {settings.seeds_dir}; press Ctrl-C to stop", flush=True)
+        while not stopping:
+            _supervise(children, env)
+            time.sleep(0.2)
+        print("newsdesk: stopping…", flush=True)
+    finally:
+        _stop_children(children)
+        if redis_server is not None:
+            redis_server.stop()
+    return 0
+
+
+def _supervise(children: list[Child], env: dict[str, str]) -> None:
+    """Restart a child that exited, backing off when it keeps failing."""
+    for child in children:
+        if child.proc is None or child.proc.poll() is None:
+            continue
+        if time.monotonic() - child.started_at > 60:
+            child.restarts = 0
+        delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+        log.warning(
+            "%s exited with %s; restarting in %.0fs", child.role, child.proc.returncode, delay
+        )
+        time.sleep(delay)
+        child.restarts += 1
+        child.proc, child.started_at = _spawn(child.role, env), time.monotonic()
+
+
+def _stop_children(children: list[Child]) -> None:
+    running = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in running:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,243 @@
+"""Extraction jobs on a real rq worker, real Redis and real SQL: storage, dedup, idempotency."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.db import feeds
+from services.db.engine import transaction
+from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Event, Sighting
+from services.queue import enqueue_extract, extract_queue, redis_client
+from tests.conftest import REPO
+from workers.context import current
+from workers.pipeline import process
+
+SEED = REPO / "seeds" / "000_a39bf01833f5003a.txt"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _feed(
+    db: sessionmaker[Session], url: str = "http://example.test/rss", kind: str = "http"
+) -> int:
+    with transaction(db) as s:
+        return feeds.add_feed(s, url=url, kind=kind, interval_seconds=900, now=NOW).id
+
+
+def file_payload(feed_id: int, name: str, text: str) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "feed_id": feed_id,
+        "kind": "file",
+        "item_key": name,
+        "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+        "url": None,
+        "title": None,
+        "summary": None,
+        "content": text,
+        "content_type": "text/plain",
+        "published": None,
+        "author": None,
+    }
+
+
+def feed_payload(feed_id: int, guid: str, *, url: str, title: str, summary: str) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{title}\x1f{url}\x1f{summary}".encode()).hexdigest()
+    return {
+        "v": 1,
+        "feed_id": feed_id,
+        "kind": "feed",
+        "item_key": guid,
+        "content_hash": digest,
+        "url": url,
+        "title": title,
+        "summary": summary,
+        "content": None,
+        "content_type": "text/html",
+        "published": "2026-11-27T10:00:00+00:00",
+        "author": None,
+    }
+
+
+def counts(db: sessionmaker[Session]) -> dict[str, int]:
+    with db() as s:
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
+            for m in (Article, Sighting, ArticleUrl, Entity, ArticleEntity, Event)
+        }
+
+
+def entities_of(db: sessionmaker[Session], article_id: int) -> dict[str, str]:
+    with db() as s:
+        rows = s.execute(
+            select(Entity.name, Entity.type)
+            .join(ArticleEntity, ArticleEntity.entity_id == Entity.id)
+            .where(ArticleEntity.article_id == article_id)
+        )
+        return {name: type_ for name, type_ in rows}
+
+
+def enqueue(settings: Settings, payload: dict[str, Any]) -> bool:
+    return enqueue_extract(extract_queue(settings, redis_client(settings)), payload, timeout=60)
+
+
+def test_seed_article_stored_with_entities(settings: Settings, db: Any, burst: Any) -> None:
+    fid = _feed(db, "folder:/seeds", "folder")
+    assert enqueue(settings, file_payload(fid, SEED.name, SEED.read_text("utf-8")))
+    assert burst() == 1
+    with db() as s:
+        (article,) = s.scalars(select(Article)).all()
+        events = s.scalars(select(Event)).all()
+    assert article.title == "Biden sends Blinken to Mideast to push peace talks after Gaza truce"
+    assert article.text.startswith("Secretary of State Antony J. Blinken is heading")
+    assert "Pool Photo" not in article.text
+    assert article.boilerplate["credits"] == ["Saul Loeb / Pool Photo"]
+    assert article.boilerplate["related"][0]["date"] == "May 23, 2021"
+    found = entities_of(db, article.id)
+    assert found["Antony J. Blinken"] == "person"
+    assert found["Biden"] == "person"
+    for place in ("Israel", "Gaza", "Egypt", "Jordan"):
+        assert found[place] == "place"
+    assert found["Hamas"] == "organization"
+    assert found["State Department"] == "organization"
+    assert not any("Pool Photo" in name for name in found)
+    assert "Blinken" not in found
+    assert [e.type for e in events] == ["article.created"]
+    assert events[0].payload["article"]["id"] == article.id
+
+
+def test_same_job_twice_changes_nothing(settings: Settings, db: Any, burst: Any) -> None:
+    fid = _feed(db, "folder:/seeds", "folder")
+    payload = file_payload(fid, SEED.name, SEED.read_text("utf-8"))
+    assert enqueue(settings, payload)
+    assert not enqueue(settings, payload), "a queued job with the same id must be refused"
+    burst()
+    before = counts(db)
+    outcome = process(current(), payload)
+    assert outcome.status == "unchanged"
+    assert counts(db) == before
+    assert before["articles"] == 1 and before["events"] == 1
+
+
+def test_duplicates_by_url_and_by_text(settings: Settings, db: Any, burst: Any) -> None:
+    a, b, c = (
+        _feed(db, "http://a.test/rss"),
+        _feed(db, "http://b.test/rss"),
+        _feed(db, "http://c.test/rss"),
+    )
+    story = "Officials in Lisbon announced a new tram line on Monday, the city said."
+    enqueue(
+        settings,
+        feed_payload(
+            a,
+            "a-1",
+            url="https://news.test/tram?utm_source=rss",
+            title="Lisbon gets a tram",
+            summary=story,
+        ),
+    )
+    enqueue(
+        settings,
+        feed_payload(
+            b,
+            "b-9",
+            url="https://NEWS.test/tram#top",
+            title="Lisbon tram line",
+            summary=story + " More soon.",
+        ),
+    )
+    enqueue(
+        settings,
+        feed_payload(
+            c, "c-3", url="https://mirror.test/x", title="Lisbon gets a tram", summary=story.upper()
+        ),
+    )
+    assert burst() == 3
+    with db() as s:
+        (article,) = s.scalars(select(Article)).all()
+        sightings = s.scalars(select(Sighting).order_by(Sighting.feed_id)).all()
+        urls = set(s.scalars(select(ArticleUrl.url)))
+        events = s.scalars(select(Event)).all()
+    assert article.canonical_url == "https://news.test/tram"
+    assert [x.article_id for x in sightings] == [article.id] * 3
+    assert {"https://news.test/tram", "https://mirror.test/x"} <= urls
+    assert len(events) == 1
+
+
+def test_changed_item_updates_article(settings: Settings, db: Any, burst: Any) -> None:
+    fid = _feed(db)
+    url = "https://news.test/fire"
+    first = feed_payload(fid, "g1", url=url, title="Fire in Porto", summary="A fire broke out.")
+    enqueue(settings, first)
+    burst()
+    second = feed_payload(
+        fid,
+        "g1",
+        url=url,
+        title="Fire in Porto contained",
+        summary="A fire broke out in Porto. Firefighters contained it.",
+    )
+    enqueue(settings, second)
+    burst()
+    with db() as s:
+        (article,) = s.scalars(select(Article)).all()
+        events = s.scalars(select(Event).order_by(Event.id)).all()
+    assert article.title == "Fire in Porto contained"
+    assert [e.type for e in events] == ["article.created", "article.updated"]
+    assert events[1].payload["changes"]["title"] == ["Fire in Porto", "Fire in Porto contained"]
+    assert "Porto" in entities_of(db, article.id)
+
+
+def test_bad_items_are_recorded_and_do_not_stop_others(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    fid = _feed(db, "folder:/seeds", "folder")
+    enqueue(settings, file_payload(fid, "empty.txt", "   \n\n"))
+    enqueue(settings, file_payload(fid, "headline-only.txt", "Just a headline\n"))
+    enqueue(settings, file_payload(fid, "good.txt", "Good headline\n\nA body about Madrid."))
+    assert burst() == 3
+    with db() as s:
+        assert s.scalar(select(func.count()).select_from(Article)) == 1
+    with db() as s:
+        errors = feeds.item_errors(s, feed_id=fid)
+    assert {(e.item_key, e.code) for e in errors} == {
+        ("empty.txt", "empty"),
+        ("headline-only.txt", "empty"),
+    }
+
+
+@pytest.mark.parametrize("threads", [4])
+def test_concurrent_writers_store_one_article(
+    settings: Settings, db: Any, burst: Any, threads: int
+) -> None:
+    ids = [_feed(db, f"http://f{i}.test/rss") for i in range(threads)]
+    text = "Ministers in Oslo agreed on Tuesday to expand the rail network across Norway."
+    payloads = [
+        feed_payload(
+            fid, f"item-{fid}", url=f"https://f{fid}.test/a", title="Oslo rail", summary=text
+        )
+        for fid in ids
+    ]
+    ctx = current()
+    barrier = threading.Barrier(threads)
+    results: list[str] = []
+
+    def run(p: dict[str, Any]) -> None:
+        barrier.wait()
+        results.append(process(ctx, p).status)
+
+    workers = [threading.Thread(target=run, args=(p,)) for p in payloads]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert sorted(results) == ["created"] + ["duplicate"] * (threads - 1)
+    c = counts(db)
+    assert (c["articles"], c["sightings"], c["events"]) == (1, threads, 1)

@@ -1,0 +1,49 @@
+"""Per-process worker context: settings, database and the loaded NER model, set up once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.core.entities import RawMention
+from services.core.errors import ConfigError
+
+
+class Recogniser(Protocol):
+    """Port for named-entity recognition (spaCy in production)."""
+
+    def recognise(self, text: str) -> list[RawMention]: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class WorkerContext:
+    """What a job needs that must not be rebuilt per job."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    recogniser: Recogniser
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+
+_current: WorkerContext | None = None
+
+
+def install(ctx: WorkerContext | None) -> None:
+    """Make ``ctx`` the context of this process's jobs (done once at worker start)."""
+    global _current
+    _current = ctx
+
+
+def current() -> WorkerContext:
+    if _current is None:
+        raise ConfigError("no worker context installed: run jobs through `newsdesk worker`")
+    return _current
