@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Row, false, func, select, tuple_
 from sqlalchemy.orm import Session
@@ -120,6 +120,8 @@ _SUMMARY_COLUMNS = (
     Article.language,
     Article.summary,
 )
+if TYPE_CHECKING:
+    _SummaryRow = Row[int, str, str | None, datetime | None, datetime, str | None, str | None]
 _NEWEST_FIRST = (Article.sort_at.desc(), Article.id.desc())
 
 
@@ -198,7 +200,9 @@ def get_article(session: Session, article_id: int) -> ArticleDetail:
         story_id=row.story_id,
         boilerplate=dict(row.boilerplate or {}),
         urls=urls,
-        entities=tuple(ArticleEntityRef(id=i, name=n, type=t, mentions=m) for i, n, t, m in entities),
+        entities=tuple(
+            ArticleEntityRef(id=i, name=n, type=t, mentions=m) for i, n, t, m in entities
+        ),
         sources=tuple(
             ArticleSource(
                 feed_id=f, feed_title=ft, feed_url=fu, item_key=k, url=u, first_seen_at=seen
@@ -224,9 +228,7 @@ def find_entity_ids(session: Session, ref: str) -> list[int]:
     if not key:
         return []
     stmt = (
-        select(Entity.id)
-        .where(Entity.key == key)
-        .order_by(Entity.article_count.desc(), Entity.id)
+        select(Entity.id).where(Entity.key == key).order_by(Entity.article_count.desc(), Entity.id)
     )
     return list(session.scalars(stmt))
 
@@ -247,11 +249,7 @@ def list_entities(
         type: only entities of this type.
         prefix: only entities whose lookup key starts with the key of ``prefix``.
     """
-    stmt = (
-        select(Entity)
-        .order_by(Entity.article_count.desc(), Entity.id.desc())
-        .limit(limit + 1)
-    )
+    stmt = select(Entity).order_by(Entity.article_count.desc(), Entity.id.desc()).limit(limit + 1)
     if cursor is not None:
         stmt = stmt.where(tuple_(Entity.article_count, Entity.id) < cursor)
     if type is not None:
@@ -309,7 +307,7 @@ def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _summaries(session: Session, rows: Sequence[Row[Any]]) -> list[ArticleSummary]:
+def _summaries(session: Session, rows: Sequence[_SummaryRow]) -> list[ArticleSummary]:
     """Summaries for a page of article rows, with their feeds and URLs in two batched queries."""
     feeds = _feed_ids(session, [r.id for r in rows])
     urls = _first_urls(session, [r.id for r in rows if r.canonical_url is None])
