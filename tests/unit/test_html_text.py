@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.core.html_text import html_to_text, looks_like_html
 
-LATIMES = Path("/work/shared/data/feeds/latimes__20200421T200942Z.xml")
+LATIMES = Path(__file__).parent.parent / "data" / "feeds" / "latimes__20200421T200942Z.xml"
 
 
 @pytest.mark.parametrize(

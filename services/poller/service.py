@@ -1,0 +1,317 @@
+"""The poller: claim due sources, fetch or scan them, enqueue new and changed items."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rq import Queue
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.core.errors import NewsdeskError
+from services.core.records import FeedRecord
+from services.db import feeds
+from services.db.engine import make_engine, session_factory, transaction
+from services.fetch import Fetcher, FetchResult, SupportsFetch
+from services.queue import enqueue_extract, extract_queue, redis_client
+from services.sources.feed import FeedItem, ParsedFeed, parse_feed
+from services.sources.folder import FolderEntry, scan_folder
+
+log = logging.getLogger("newsdesk.poller")
+
+PAYLOAD_VERSION = 1
+FOLDER_PREFIX = "folder:"
+CLAIM_LIMIT = 100  # feeds of one kind taken per cycle
+FETCH_CONCURRENCY = 10
+# A claimed feed is not due again before this, so an overlapping cycle or a second poller
+# skips it; a poller that dies mid-poll leaves the feed to be retried once the lease ends.
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class CycleStats:
+    """What one poll cycle (or one feed's poll) did. ``errors`` counts failed polls and newly
+    recorded item errors."""
+
+    feeds_polled: int = 0
+    not_modified: int = 0
+    unchanged: int = 0
+    items_seen: int = 0
+    enqueued: int = 0
+    already_queued: int = 0
+    errors: int = 0
+    files_seen: int = 0
+
+    def __add__(self, other: CycleStats) -> CycleStats:
+        return CycleStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+# One source's poll: (stats, status word for the log line, HTTP status or None).
+PollOutcome = tuple[CycleStats, str, int | None]
+PollFunc = Callable[[FeedRecord, datetime], Awaitable[PollOutcome]]
+
+
+def feed_payload(feed_id: int, item: FeedItem) -> dict[str, Any]:
+    """The extraction job argument for a feed item (JSON primitives only)."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "feed_id": feed_id,
+        "kind": "feed",
+        "item_key": item.item_key,
+        "content_hash": item.content_hash,
+        "url": item.url,
+        "title": item.title,
+        "summary": item.summary,
+        "content": item.content,
+        "content_type": item.content_type,
+        "published": item.published.isoformat() if item.published else None,
+        "author": item.author,
+    }
+
+
+def file_payload(feed_id: int, entry: FolderEntry) -> dict[str, Any]:
+    """The extraction job argument for a folder file."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "feed_id": feed_id,
+        "kind": "file",
+        "item_key": entry.item_key,
+        "content_hash": entry.content_hash,
+        "url": None,
+        "title": None,
+        "summary": None,
+        "content": entry.text,
+        "content_type": "text/plain",
+        "published": None,
+        "author": None,
+    }
+
+
+class Poller:
+    """One poller process's work; every blocking call runs in a thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: sessionmaker[Session],
+        queue: Queue,
+        fetcher: SupportsFetch,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._queue = queue
+        self._fetcher = fetcher
+        self._limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def ensure_folder_feed(self, now: datetime) -> FeedRecord | None:
+        """Register ``settings.seeds_dir`` as the folder source when it exists."""
+        seeds = self._settings.seeds_dir
+        if seeds is None or not seeds.is_dir():
+            return None
+        interval = max(1, math.ceil(self._settings.folder_interval))
+        return await asyncio.to_thread(
+            self._in_tx, feeds.ensure_feed, url=FOLDER_PREFIX + str(seeds), kind="folder",
+            interval_seconds=interval, now=now,
+        )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_tick`` seconds until ``stop`` is set; a failed cycle is logged."""
+        while not stop.is_set():
+            try:
+                await self.run_once(datetime.now(UTC))
+            except Exception:
+                log.exception("poller.cycle_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_tick)
+
+    async def run_once(self, now: datetime) -> CycleStats:
+        """Claim the due sources of both kinds and poll them; one source's failure is its own."""
+        http_due = await self._claim("http", now)
+        folder_due = await self._claim("folder", now)
+        results = await asyncio.gather(
+            *(self._guarded(self._poll_http, feed, now) for feed in http_due),
+            *(self._guarded(self._poll_folder, feed, now) for feed in folder_due),
+        )
+        return sum(results, CycleStats())
+
+    # -- one source ------------------------------------------------------------------------
+
+    async def _guarded(self, poll: PollFunc, feed: FeedRecord, now: datetime) -> CycleStats:
+        async with self._limit:
+            started = time.monotonic()
+            try:
+                stats, status, http = await self._attempt(poll, feed, now)
+            except Exception:
+                # Not the source's fault (database, Redis): leave the feed to its lease.
+                log.exception("feed.poll_failed feed_id=%d", feed.id)
+                return CycleStats(errors=1)
+        log.info(
+            "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d ms=%d",
+            feed.id, feed.kind, status, http, stats.enqueued, (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        return stats
+
+    async def _attempt(self, poll: PollFunc, feed: FeedRecord, now: datetime) -> PollOutcome:
+        """Poll one source; a fetch, parse or scan error is stored on the feed."""
+        try:
+            return await poll(feed, now)
+        except NewsdeskError as exc:
+            http: int | None = getattr(exc, "status", None)
+            await asyncio.to_thread(
+                self._in_tx, feeds.record_error, feed_id=feed.id, now=now, code=exc.code,
+                detail=exc.detail, status=http,
+            )  # fmt: skip
+            return CycleStats(feeds_polled=1, errors=1), f"error code={exc.code}", http
+
+    async def _poll_http(self, feed: FeedRecord, now: datetime) -> PollOutcome:
+        result = await self._fetcher.fetch(
+            feed.url, etag=feed.etag, last_modified=feed.last_modified
+        )
+        if result.permanent_redirect:
+            # TODO(feeds repo): persist the new URL once the repository can change it.
+            log.warning("feed.moved feed_id=%d to=%s", feed.id, result.permanent_redirect)
+        if result.not_modified:
+            await self._succeed(feed, now, result)
+            return CycleStats(feeds_polled=1, not_modified=1), "not_modified", 304
+        body_hash, parsed = await asyncio.to_thread(_digest_and_parse, result, feed.body_hash)
+        if parsed is None:
+            await self._succeed(feed, now, result, body_hash=body_hash)
+            return CycleStats(feeds_polled=1, unchanged=1), "unchanged", result.status
+        known = await asyncio.to_thread(self._known, feed.id)
+        fresh = [
+            feed_payload(feed.id, item)
+            for item in parsed.items
+            if known.get(feeds.key_hash(item.item_key)) != item.content_hash
+        ]
+        enqueued, duplicates = await asyncio.to_thread(self._enqueue, fresh)
+        # Validators and body hash only after the jobs are queued: if Redis failed above, the
+        # next poll fetches and parses again instead of believing it has seen this body.
+        await self._succeed(feed, now, result, body_hash=body_hash, parsed=parsed)
+        stats = CycleStats(
+            feeds_polled=1, items_seen=len(parsed.items), enqueued=enqueued,
+            already_queued=duplicates,
+        )  # fmt: skip
+        return stats, "ok", result.status
+
+    async def _poll_folder(self, feed: FeedRecord, now: datetime) -> PollOutcome:
+        root = Path(feed.url.removeprefix(FOLDER_PREFIX))
+        entries = await asyncio.to_thread(
+            scan_folder, root, max_bytes=self._settings.max_file_bytes
+        )
+        known = await asyncio.to_thread(self._known, feed.id)
+        # Same key and hash as last time: already handled, or its error already recorded.
+        fresh = [e for e in entries if known.get(feeds.key_hash(e.item_key)) != e.content_hash]
+        good = [file_payload(feed.id, e) for e in fresh if e.error_code is None]
+        bad = [e for e in fresh if e.error_code is not None]
+        enqueued, duplicates = await asyncio.to_thread(self._enqueue, good)
+        await asyncio.to_thread(self._record_item_errors, feed.id, bad, now)
+        await asyncio.to_thread(
+            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=None
+        )
+        stats = CycleStats(
+            feeds_polled=1, files_seen=len(entries), enqueued=enqueued,
+            already_queued=duplicates, errors=len(bad),
+        )  # fmt: skip
+        return stats, "ok", None
+
+    async def _succeed(
+        self, feed: FeedRecord, now: datetime, result: FetchResult, *,
+        body_hash: str | None = None, parsed: ParsedFeed | None = None,
+    ) -> None:  # fmt: skip
+        await asyncio.to_thread(
+            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=result.status,
+            etag=result.etag, last_modified=result.last_modified, body_hash=body_hash,
+            title=parsed.title if parsed else None, site_url=parsed.site_url if parsed else None,
+        )  # fmt: skip
+
+    # -- blocking helpers (run in threads) --------------------------------------------------
+
+    def _in_tx(self, func: Any, /, **kwargs: Any) -> Any:
+        with transaction(self._sessions) as session:
+            return func(session, **kwargs)
+
+    async def _claim(self, kind: str, now: datetime) -> list[FeedRecord]:
+        claimed: list[FeedRecord] = await asyncio.to_thread(
+            self._in_tx, feeds.claim_due_feeds, kind=kind, now=now, limit=CLAIM_LIMIT,
+            lease=LEASE,
+        )  # fmt: skip
+        return claimed
+
+    def _known(self, feed_id: int) -> dict[str, str]:
+        with self._sessions() as session:
+            return feeds.known_items(session, feed_id=feed_id)
+
+    def _enqueue(self, payloads: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """(accepted, already queued). A duplicate is an overlapping cycle's job, not an error."""
+        accepted = 0
+        for payload in payloads:
+            if enqueue_extract(self._queue, payload, timeout=self._settings.job_timeout):
+                accepted += 1
+        return accepted, len(payloads) - accepted
+
+    def _record_item_errors(self, feed_id: int, bad: Sequence[FolderEntry], now: datetime) -> None:
+        if not bad:
+            return
+        with transaction(self._sessions) as session:
+            for entry in bad:
+                feeds.record_item_error(
+                    session, feed_id=feed_id, item_key=entry.item_key,
+                    content_hash=entry.content_hash, code=entry.error_code or "error",
+                    detail=entry.error_detail or "", now=now,
+                )  # fmt: skip
+
+
+def _digest_and_parse(
+    result: FetchResult, previous_hash: str | None
+) -> tuple[str, ParsedFeed | None]:
+    """sha256 of the body, and the parsed feed unless the body is byte-identical to last time."""
+    body_hash = hashlib.sha256(result.body).hexdigest()
+    if body_hash == previous_hash:
+        return body_hash, None
+    parsed = parse_feed(
+        result.body, url=result.final_url, content_type=result.headers.get("content-type")
+    )
+    return body_hash, parsed
+
+
+def run(settings: Settings) -> None:
+    """Blocking entrypoint: poll until SIGINT or SIGTERM."""
+    if not logging.getLogger().handlers:
+        from services.logs import setup_logging
+
+        setup_logging(settings.log_level, "poller")
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    connection = redis_client(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Fetcher(settings) as fetcher:
+            poller = Poller(
+                settings, sessions=session_factory(engine),
+                queue=extract_queue(settings, connection), fetcher=fetcher,
+            )  # fmt: skip
+            folder = await poller.ensure_folder_feed(datetime.now(UTC))
+            log.info("poller.started folder_feed_id=%s", folder.id if folder else None)
+            await poller.run(stop)
+    finally:
+        connection.close()
+        engine.dispose()
+        log.info("poller.stopped")
