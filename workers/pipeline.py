@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
@@ -78,7 +82,7 @@ def _process(ctx: WorkerContext, item: ItemPayload) -> Outcome:
     return _store_new(ctx, ref, extracted)
 
 
-def _find_duplicate(session: Any, extracted: Extracted) -> tuple[int, str] | None:
+def _find_duplicate(session: Session, extracted: Extracted) -> tuple[int, str] | None:
     by_url = articles.find_by_urls(session, extracted.urls)
     if by_url is not None:
         return by_url, "url"
@@ -98,9 +102,40 @@ def _attach(
     return Outcome("duplicate", article_id, reason=reason)
 
 
+def _entities(ctx: WorkerContext, extracted: Extracted) -> list[FoundEntity]:
+    # NER runs outside any transaction: the write lock is held only for the writes.
+    return canonicalise(extracted.analysed_text, ctx.recogniser.recognise(extracted.analysed_text))
+
+
+def _record(
+    session: Session,
+    *,
+    event_type: str,
+    article_id: int,
+    ref: ItemRef,
+    found: list[FoundEntity],
+    now: datetime,
+    changes: dict[str, Any] | None = None,
+) -> int:
+    """Write the article's entities and the event telling subscribers about it."""
+    stored = articles.replace_entities(session, article_id=article_id, found=found, now=now)
+    payload = articles.article_event_payload(
+        session, article_id=article_id, feed_id=ref.feed_id, entities=stored
+    )
+    if changes:
+        payload["changes"] = changes
+    return articles.add_event(
+        session,
+        type=event_type,
+        now=now,
+        article_id=article_id,
+        feed_id=ref.feed_id,
+        payload=payload,
+    )
+
+
 def _store_new(ctx: WorkerContext, ref: ItemRef, extracted: Extracted) -> Outcome:
-    # NER runs outside the transaction: the write lock is held only for the writes.
-    found = canonicalise(extracted.analysed_text, ctx.recogniser.recognise(extracted.analysed_text))
+    found = _entities(ctx, extracted)
     with transaction(ctx.sessions) as session:
         now = ctx.clock()
         article_id = articles.insert_article(session, extracted=extracted, now=now)
@@ -112,17 +147,13 @@ def _store_new(ctx: WorkerContext, ref: ItemRef, extracted: Extracted) -> Outcom
             articles.attach(session, article_id=dup[0], item=ref, urls=extracted.urls, now=now)
             return Outcome("duplicate", dup[0], reason=dup[1])
         articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
-        stored = articles.replace_entities(session, article_id=article_id, found=found, now=now)
-        payload = articles.article_event_payload(
-            session, article_id=article_id, feed_id=ref.feed_id, entities=stored
-        )
-        event_id = articles.add_event(
+        event_id = _record(
             session,
-            type="article.created",
-            now=now,
+            event_type="article.created",
             article_id=article_id,
-            feed_id=ref.feed_id,
-            payload=payload,
+            ref=ref,
+            found=found,
+            now=now,
         )
     return Outcome("created", article_id, event_id=event_id)
 
@@ -134,7 +165,7 @@ def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extra
     if same_text is not None:
         # Only the item's raw fields moved (a tracking parameter, markup): nothing to tell.
         return _attach(ctx, ref, extracted, same_text, "content")
-    found = canonicalise(extracted.analysed_text, ctx.recogniser.recognise(extracted.analysed_text))
+    found = _entities(ctx, extracted)
     with transaction(ctx.sessions) as session:
         now = ctx.clock()
         changes = articles.update_article(
@@ -143,17 +174,13 @@ def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extra
         articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
         if not changes:
             return Outcome("unchanged", article_id, reason="same_article")
-        stored = articles.replace_entities(session, article_id=article_id, found=found, now=now)
-        payload = articles.article_event_payload(
-            session, article_id=article_id, feed_id=ref.feed_id, entities=stored
-        )
-        payload["changes"] = changes
-        event_id = articles.add_event(
+        event_id = _record(
             session,
-            type="article.updated",
-            now=now,
+            event_type="article.updated",
             article_id=article_id,
-            feed_id=ref.feed_id,
-            payload=payload,
+            ref=ref,
+            found=found,
+            now=now,
+            changes=changes,
         )
     return Outcome("updated", article_id, event_id=event_id)
