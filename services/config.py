@@ -32,6 +32,17 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_MAX_BODY_BYTES": "cap on the decompressed size of a fetched document",
     "NEWSDESK_MAX_FILE_BYTES": "cap on the size of one file in the folder source",
     "NEWSDESK_EXTRACT_QUEUE": "name of the rq queue for extraction jobs",
+    "NEWSDESK_FETCH_ALLOW": "CIDRs (optionally with :port) that outbound fetches may reach "
+    "although private, e.g. `10.0.0.0/8, 127.0.0.1:8080, [::1]:8080`",
+    "NEWSDESK_FEED_MIN_INTERVAL": "shortest interval between two polls of a feed, seconds",
+    "NEWSDESK_FEED_MAX_INTERVAL": "longest interval between two polls of a feed, seconds",
+    "NEWSDESK_CACHE_HINT_CAP": "cap on how far <ttl>, Cache-Control and Expires push a poll",
+    "NEWSDESK_RETRY_AFTER_CAP": "cap on a server's Retry-After, seconds",
+    "NEWSDESK_DISABLE_AFTER": "seconds of uninterrupted errors after which a feed is disabled",
+    "NEWSDESK_HOST_CONCURRENCY": "requests in flight to one host, across all pollers",
+    "NEWSDESK_HOST_SPACING": "minimum seconds between two requests to one host",
+    "NEWSDESK_FETCH_CONCURRENCY": "requests in flight per poller process",
+    "NEWSDESK_QUEUE_HIGH_WATER": "extraction queue length at which the poller stops enqueueing",
 }
 
 
@@ -91,6 +102,16 @@ class Settings:
     max_file_bytes: int = 2 * 1024 * 1024
     extract_queue: str = "newsdesk-extract"
     embedded_redis: bool = field(default=False)
+    fetch_allow: tuple[str, ...] = ()
+    feed_min_interval: int = 300
+    feed_max_interval: int = 86_400
+    cache_hint_cap: int = 6 * 3600
+    retry_after_cap: int = 6 * 3600
+    disable_after: int = 7 * 86_400
+    host_concurrency: int = 2
+    host_spacing: float = 1.0
+    fetch_concurrency: int = 50
+    queue_high_water: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +149,20 @@ class Settings:
             max_file_bytes=_int(env, "NEWSDESK_MAX_FILE_BYTES", 2 * 1024 * 1024, minimum=1),
             extract_queue=env.get("NEWSDESK_EXTRACT_QUEUE", "").strip() or "newsdesk-extract",
             embedded_redis=embedded,
+            fetch_allow=tuple(
+                part.strip()
+                for part in env.get("NEWSDESK_FETCH_ALLOW", "").split(",")
+                if part.strip()
+            ),
+            feed_min_interval=_int(env, "NEWSDESK_FEED_MIN_INTERVAL", 300, minimum=1),
+            feed_max_interval=_int(env, "NEWSDESK_FEED_MAX_INTERVAL", 86_400, minimum=1),
+            cache_hint_cap=_int(env, "NEWSDESK_CACHE_HINT_CAP", 6 * 3600, minimum=0),
+            retry_after_cap=_int(env, "NEWSDESK_RETRY_AFTER_CAP", 6 * 3600, minimum=1),
+            disable_after=_int(env, "NEWSDESK_DISABLE_AFTER", 7 * 86_400, minimum=1),
+            host_concurrency=_int(env, "NEWSDESK_HOST_CONCURRENCY", 2, minimum=1),
+            host_spacing=_float(env, "NEWSDESK_HOST_SPACING", 1.0, minimum=0.0),
+            fetch_concurrency=_int(env, "NEWSDESK_FETCH_CONCURRENCY", 50, minimum=1),
+            queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -157,6 +192,16 @@ class Settings:
             "NEWSDESK_MAX_BODY_BYTES": str(self.max_body_bytes),
             "NEWSDESK_MAX_FILE_BYTES": str(self.max_file_bytes),
             "NEWSDESK_EXTRACT_QUEUE": self.extract_queue,
+            "NEWSDESK_FETCH_ALLOW": ",".join(self.fetch_allow),
+            "NEWSDESK_FEED_MIN_INTERVAL": str(self.feed_min_interval),
+            "NEWSDESK_FEED_MAX_INTERVAL": str(self.feed_max_interval),
+            "NEWSDESK_CACHE_HINT_CAP": str(self.cache_hint_cap),
+            "NEWSDESK_RETRY_AFTER_CAP": str(self.retry_after_cap),
+            "NEWSDESK_DISABLE_AFTER": str(self.disable_after),
+            "NEWSDESK_HOST_CONCURRENCY": str(self.host_concurrency),
+            "NEWSDESK_HOST_SPACING": str(self.host_spacing),
+            "NEWSDESK_FETCH_CONCURRENCY": str(self.fetch_concurrency),
+            "NEWSDESK_QUEUE_HIGH_WATER": str(self.queue_high_water),
         }
         if not self.embedded_redis:
             env["REDIS_URL"] = self.redis_url
