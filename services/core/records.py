@@ -28,11 +28,20 @@ class FeedRecord:
     last_error_detail: str | None
     disabled_at: datetime | None
     created_at: datetime
+    disabled_reason: str | None = None
+    interval_override: int | None = None
+    ttl_seconds: int | None = None
+    first_error_at: datetime | None = None
+    throttled_until: datetime | None = None
+    moved_from: str | None = None
 
     @property
     def state(self) -> str:
+        """``disabled``, ``throttled`` (the server asked us to wait), ``failing`` or ``active``."""
         if self.disabled_at is not None:
             return "disabled"
+        if self.throttled_until is not None:
+            return "throttled"
         if self.error_count:
             return "failing"
         return "active"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.core.entities import ArticleEntity as FoundEntity
 from services.core.extract import Extracted
 from services.db.feeds import key_hash
-from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Event, Sighting
+from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Sighting
 from services.db.upsert import insert_for, insert_ignore
 
 
@@ -221,23 +221,6 @@ def replace_entities(
                 .values(mentions=ent.mentions, first_offset=ent.first_offset)
             )
     return [StoredEntity(id=eid, name=e.name, type=e.type) for eid, e in wanted.items()]
-
-
-def add_event(
-    session: Session,
-    *,
-    type: str,
-    now: datetime,
-    article_id: int | None = None,
-    feed_id: int | None = None,
-    payload: dict[str, Any] | None = None,
-) -> int:
-    row = Event(
-        type=type, article_id=article_id, feed_id=feed_id, payload=payload or {}, created_at=now
-    )
-    session.add(row)
-    session.flush()
-    return row.id
 
 
 def article_event_payload(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from services.core.errors import Conflict, NotFound
 from services.core.records import FeedRecord, ItemError
+from services.db.events import add_event
 from services.db.models import Feed, Sighting
 from services.db.upsert import insert_for, insert_ignore
 
@@ -40,6 +41,12 @@ def to_record(row: Feed) -> FeedRecord:
         last_error_detail=row.last_error_detail,
         disabled_at=row.disabled_at,
         created_at=row.created_at,
+        disabled_reason=row.disabled_reason,
+        interval_override=row.interval_override,
+        ttl_seconds=row.ttl_seconds,
+        first_error_at=row.first_error_at,
+        throttled_until=row.throttled_until,
+        moved_from=row.moved_from,
     )
 
 
@@ -112,49 +119,118 @@ def claim_due_feeds(
     return [to_record(r) for r in rows]
 
 
-def record_success(
-    session: Session, *, feed_id: int, now: datetime, status: int | None,
-    etag: str | None = None, last_modified: str | None = None, body_hash: str | None = None,
-    title: str | None = None, site_url: str | None = None,
-) -> None:  # fmt: skip
-    """A poll that worked (200 or 304): clear errors, keep validators, schedule the next."""
-    row = session.get(Feed, feed_id)
+def _row(session: Session, feed_id: int, *, lock: bool = False) -> Feed:
+    row = session.get(Feed, feed_id, with_for_update=lock)
     if row is None:
         raise NotFound(f"no feed with id {feed_id}")
+    return row
+
+
+def record_success(
+    session: Session, *, feed_id: int, now: datetime, status: int | None,
+    next_poll_at: datetime | None = None, interval_seconds: int | None = None,
+    etag: str | None = None, last_modified: str | None = None, body_hash: str | None = None,
+    title: str | None = None, site_url: str | None = None, ttl_seconds: int | None = None,
+) -> int | None:  # fmt: skip
+    """A poll that worked (200 or 304): clear errors and throttling, keep validators.
+
+    Returns the id of the ``feed.recovered`` event when this success ends an error streak.
+    """
+    row = _row(session, feed_id)
+    recovered = None
+    if row.error_count:
+        recovered = add_event(
+            session, type="feed.recovered", now=now, feed_id=feed_id,
+            payload={
+                "feed": {"id": row.id, "url": row.url, "title": row.title},
+                "errors": row.error_count, "last_error_code": row.last_error_code,
+                "failing_since": row.first_error_at.isoformat() if row.first_error_at else None,
+            },
+        )  # fmt: skip
+    if interval_seconds is not None:
+        row.interval_seconds = interval_seconds
     row.last_polled_at = now
     row.last_success_at = now
     row.last_status = status
     row.error_count = 0
+    row.first_error_at = None
+    row.throttled_until = None
     row.last_error_code = None
     row.last_error_detail = None
-    row.next_poll_at = now + timedelta(seconds=row.interval_seconds)
-    if etag is not None:
-        row.etag = etag
-    if last_modified is not None:
-        row.last_modified = last_modified
-    if body_hash is not None:
-        row.body_hash = body_hash
+    row.next_poll_at = next_poll_at or now + timedelta(seconds=row.interval_seconds)
+    for name, value in (("etag", etag), ("last_modified", last_modified),
+                        ("body_hash", body_hash), ("ttl_seconds", ttl_seconds)):  # fmt: skip
+        if value is not None:
+            setattr(row, name, value)
     if title:
         row.title = title[:1000]
     if site_url:
         row.site_url = site_url[:2048]
+    return recovered
 
 
 def record_error(
     session: Session, *, feed_id: int, now: datetime, code: str, detail: str,
-    status: int | None = None,
-) -> None:  # fmt: skip
-    """A poll that failed: count it, keep the code and detail, back off exponentially."""
-    row = session.get(Feed, feed_id)
-    if row is None:
-        raise NotFound(f"no feed with id {feed_id}")
+    status: int | None = None, next_poll_at: datetime | None = None,
+    disable_reason: str | None = None,
+) -> int | None:  # fmt: skip
+    """A poll that failed: count it and keep the code and detail.
+
+    With ``disable_reason`` (``gone`` for a 410, ``outage`` after a sustained outage) the feed
+    is disabled and a ``feed.error`` event is written; its id is returned. Without
+    ``next_poll_at`` the next poll backs off exponentially.
+    """
+    row = _row(session, feed_id)
     row.error_count += 1
+    row.first_error_at = row.first_error_at or now
     row.last_polled_at = now
     row.last_status = status
     row.last_error_code = code
     row.last_error_detail = detail[:2000]
-    backoff = timedelta(seconds=row.interval_seconds) * (2 ** min(row.error_count - 1, 10))
-    row.next_poll_at = now + min(backoff, MAX_BACKOFF)
+    if next_poll_at is None:
+        backoff = timedelta(seconds=row.interval_seconds) * (2 ** min(row.error_count - 1, 10))
+        next_poll_at = now + min(backoff, MAX_BACKOFF)
+    row.next_poll_at = next_poll_at
+    if disable_reason is None:
+        return None
+    row.disabled_at = now
+    row.disabled_reason = disable_reason
+    return add_event(
+        session, type="feed.error", now=now, feed_id=feed_id,
+        payload={
+            "feed": {"id": row.id, "url": row.url, "title": row.title},
+            "reason": disable_reason, "error_code": code, "detail": detail[:500],
+            "errors": row.error_count, "failing_since": row.first_error_at.isoformat(),
+            "disabled": True,
+        },
+    )  # fmt: skip
+
+
+def record_throttled(
+    session: Session, *, feed_id: int, now: datetime, status: int, until: datetime,
+    detail: str,
+) -> None:  # fmt: skip
+    """The server asked us to slow down (429/503): not a failure, just wait until ``until``."""
+    row = _row(session, feed_id)
+    row.last_polled_at = now
+    row.last_status = status
+    row.throttled_until = until
+    row.last_error_detail = detail[:2000]
+    row.next_poll_at = until
+
+
+def record_moved(session: Session, *, feed_id: int, new_url: str, now: datetime) -> bool:
+    """Follow a permanent redirect (301/308) by storing the new URL; False if it is taken."""
+    row = _row(session, feed_id)
+    if row.url == new_url:
+        return True
+    taken = session.scalar(select(Feed.id).where(Feed.url == new_url, Feed.id != feed_id))
+    if taken is not None:
+        return False
+    row.moved_from = row.url
+    row.url = new_url
+    row.updated_at = now
+    return True
 
 
 def schedule(session: Session, *, feed_id: int, when: datetime) -> None:
@@ -204,3 +280,49 @@ def item_errors(session: Session, *, feed_id: int, limit: int = 20) -> list[Item
         )
         for r in rows
     ]  # fmt: skip
+
+
+UNSET: object = object()
+
+
+def update_feed(
+    session: Session, feed_id: int, *, now: datetime, title: object = UNSET,
+    interval_override: object = UNSET, enabled: bool | None = None,
+) -> FeedRecord:  # fmt: skip
+    """Operator changes. Enabling a disabled feed clears its error state and polls it now."""
+    row = _row(session, feed_id, lock=True)
+    if title is not UNSET:
+        row.title = None if title is None else str(title)[:1000]
+    if interval_override is not UNSET:
+        row.interval_override = None if interval_override is None else int(str(interval_override))
+        if row.interval_override is not None:
+            row.interval_seconds = row.interval_override
+    if enabled is True and row.disabled_at is not None:
+        row.disabled_at = None
+        row.disabled_reason = None
+        row.error_count = 0
+        row.first_error_at = None
+        row.throttled_until = None
+        row.next_poll_at = now
+    elif enabled is False and row.disabled_at is None:
+        row.disabled_at = now
+        row.disabled_reason = "operator"
+    row.updated_at = now
+    session.flush()
+    return to_record(row)
+
+
+def delete_feed(session: Session, feed_id: int) -> None:
+    """Forget a source and its items; the articles it brought stay."""
+    session.delete(_row(session, feed_id))
+
+
+def poll_now(session: Session, feed_id: int, *, now: datetime) -> FeedRecord:
+    """Make a feed due at once. Raises Conflict for a disabled feed (enable it first)."""
+    row = _row(session, feed_id, lock=True)
+    if row.disabled_at is not None:
+        raise Conflict(f"feed {feed_id} is disabled ({row.disabled_reason}); enable it first")
+    row.next_poll_at = now
+    row.throttled_until = None
+    session.flush()
+    return to_record(row)

@@ -83,6 +83,13 @@ class Feed(Base):
     last_error_code: Mapped[str | None] = mapped_column(String(64))
     last_error_detail: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(64))
+    # Set by the operator; when None the interval follows the feed's publishing rate.
+    interval_override: Mapped[int | None] = mapped_column(Integer)
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer)
+    first_error_at: Mapped[datetime | None]
+    throttled_until: Mapped[datetime | None]
+    moved_from: Mapped[str | None] = mapped_column(String(URL_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
