@@ -14,7 +14,7 @@ from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, feeds
+from services.db import articles, events, feeds
 from services.db.articles import ItemRef
 from services.db.engine import transaction
 from workers.context import WorkerContext
@@ -124,7 +124,7 @@ def _record(
     )
     if changes:
         payload["changes"] = changes
-    return articles.add_event(
+    return events.add_event(
         session,
         type=event_type,
         now=now,
