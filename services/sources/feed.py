@@ -37,6 +37,20 @@ _FEED_ROOTS = frozenset({b"rss", b"feed", b"rdf", b"channel"})
 # RSS full-content elements (content:encoded, xhtml:body, fullitem) under any prefix.
 _RSS_CONTENT = re.compile(rb"<(?:[\w.-]+:)?(?:encoded|fullitem|body)[\s>/]")
 _SNIFF_BYTES = 16 * 1024
+# A closing item/entry tag (any prefix) outside CDATA sections and comments; an unterminated
+# CDATA section or comment swallows the rest of the document (`|.*`), so the scan stays linear.
+_ITEM_END = re.compile(
+    rb"<!\[CDATA\[(?:.*?\]\]>|.*)|<!--(?:.*?-->|.*)|(</(?:[\w.-]+:)?(?:item|entry)\s*>)", re.S
+)
+# sy:updatePeriod (RSS 1.0 syndication module) in seconds; a month and a year as 30 and 365 days.
+_SY_PERIODS = {
+    "hourly": 3600.0,
+    "daily": 86_400.0,
+    "weekly": 7 * 86_400.0,
+    "monthly": 30 * 86_400.0,
+    "yearly": 365 * 86_400.0,
+}
+_COUNT = re.compile(r"\d{1,9}")
 # Bozo reasons that say nothing about the XML itself.
 _BENIGN_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
@@ -58,12 +72,22 @@ class FeedItem:
 
 @dataclass(frozen=True)
 class ParsedFeed:
-    """A feed document: its own metadata and its distinct items, in document order."""
+    """A feed document: its own metadata and its distinct items, in document order.
+
+    ``ttl_seconds`` is the publisher's own "don't poll more often" hint: RSS ``<ttl>``
+    (minutes), else ``sy:updatePeriod`` / ``sy:updateFrequency``; None when absent or unusable.
+    """
 
     title: str | None
     site_url: str | None
     items: tuple[FeedItem, ...]
     version: str = ""
+    ttl_seconds: float | None = None
+
+    @property
+    def published_times(self) -> tuple[datetime, ...]:
+        """The items' known publication times, for ``schedule.publishing_interval``."""
+        return tuple(item.published for item in self.items if item.published is not None)
 
 
 def parse_feed(
@@ -74,7 +98,7 @@ def parse_feed(
     Args:
         body: the document as fetched (decompressed).
         url: where it came from; relative links resolve against it. Never opened.
-        max_items: items beyond this many are ignored.
+        max_items: items beyond this many are ignored (cut out before feedparser builds them).
         content_type: the HTTP Content-Type, only its charset parameter is used.
 
     Raises:
@@ -95,6 +119,7 @@ def parse_feed(
         raise ParseError(
             "the document declares entities or a DTD subset", code="entities_forbidden"
         )
+    data = _cap_items(data, max_items)
     try:
         # BytesIO, never bytes or str: feedparser open()s a str/bytes argument that names a file.
         parsed = feedparser.parse(
@@ -111,6 +136,7 @@ def parse_feed(
         site_url=_http_url(parsed.feed.get("link")),
         items=_items(parsed.entries, max_items, _full_content_kind(parsed, data)),
         version=str(parsed.get("version") or ""),
+        ttl_seconds=_ttl_seconds(parsed.feed),
     )
 
 
@@ -126,6 +152,47 @@ def _xml_content_type(content_type: str | None) -> str:
         if name.strip().lower() == "charset" and value.strip().strip("\"'"):
             charset = value.strip().strip("\"'")
     return f"application/xml; charset={charset}" if charset else "application/xml"
+
+
+def _cap_items(data: bytes, max_items: int) -> bytes:
+    """The document without its items past ``max_items``.
+
+    feedparser builds every entry before any can be dropped (100,000 items: ~15 s, ~170 MB),
+    so the surplus is cut out of the bytes: from the end of the ``max_items``-th closing
+    item/entry tag to the end of the last one. The tail (closing tags, trailing channel
+    elements) is kept, so a well-formed document stays well-formed.
+    """
+    if max_items < 1:
+        return data
+    cut = last = count = 0
+    for match in _ITEM_END.finditer(data):
+        if match.group(1) is not None:
+            count += 1
+            last = match.end()
+            if count == max_items:
+                cut = last
+    return data[:cut] + data[last:] if count > max_items else data
+
+
+def _ttl_seconds(feed: Any) -> float | None:
+    minutes = _count(feed.get("ttl"))
+    if minutes is not None:
+        return minutes * 60.0
+    period_name = _text(feed.get("sy_updateperiod"))
+    frequency = _count(feed.get("sy_updatefrequency"))
+    if period_name is None and frequency is None:
+        return None
+    # The module's defaults: daily, once per period.
+    period = _SY_PERIODS.get((period_name or "daily").lower())
+    return None if period is None else period / (frequency or 1)
+
+
+def _count(value: Any) -> int | None:
+    """A positive whole number written in a feed, or None."""
+    text = _text(value)
+    if text is None or not _COUNT.fullmatch(text):
+        return None
+    return int(text) or None
 
 
 def _check_usable(parsed: Any, data: bytes) -> None:
