@@ -121,18 +121,18 @@ async def test_feed_and_folder_to_api(
             ) == len(items)
 
         # Same capture again: 304, nothing queued, nothing stored.
-        stats = await poll(poller, T0 + timedelta(minutes=2))
+        stats = await poll(poller, T0 + timedelta(days=2))
         assert (stats.not_modified, stats.enqueued) == (1, 0)
         # Next capture: only the dates moved, so nothing is new.
         publisher.capture = CAPTURES[1]
-        stats = await poll(poller, T0 + timedelta(minutes=4))
+        stats = await poll(poller, T0 + timedelta(days=4))
         assert stats.enqueued == 0
         burst()  # rq installs signal handlers: main thread only
         assert table_counts(db) == after_first
         # Third capture: exactly the new or changed items are queued and stored.
         publisher.capture = CAPTURES[2]
         changed = {k for k, h in distinct_items(CAPTURES[2]).items() if items.get(k) != h}
-        stats = await poll(poller, T0 + timedelta(minutes=6))
+        stats = await poll(poller, T0 + timedelta(days=6))
         assert stats.enqueued == len(changed) > 0
         burst()  # rq installs signal handlers: main thread only
     final = table_counts(db)

@@ -192,6 +192,11 @@ def add_feed(db: sessionmaker[Session], url: str) -> int:
         return feeds.add_feed(session, url=url, kind="http", interval_seconds=INTERVAL, now=NOW).id
 
 
+def assert_within(when: datetime, start: datetime, low: float, high: float) -> None:
+    """``when`` lies between ``low`` and ``high`` seconds after ``start``."""
+    assert start + timedelta(seconds=low) <= when <= start + timedelta(seconds=high)
+
+
 def feed_row(db: sessionmaker[Session], feed_id: int) -> FeedRecord:
     with db() as session:
         return feeds.get_feed(session, feed_id)
@@ -260,7 +265,7 @@ async def test_first_poll_enqueues_one_job_per_distinct_item(
     assert (row.etag, row.last_modified) == ('"v1"', "Sun, 17 May 2020 22:18:55 GMT")
     assert row.body_hash == hashlib.sha256((FEEDS / capture).read_bytes()).hexdigest()
     assert row.last_status == 200 and row.error_count == 0 and row.title
-    assert row.next_poll_at == NOW + timedelta(seconds=INTERVAL)
+    assert_within(row.next_poll_at, NOW, INTERVAL * 0.9, INTERVAL * 1.1)  # jittered interval
 
 
 async def test_second_poll_of_same_capture_is_a_304_and_enqueues_nothing(
@@ -281,7 +286,7 @@ async def test_second_poll_of_same_capture_is_a_304_and_enqueues_nothing(
     assert headers["If-Modified-Since"] == "Sun, 17 May 2020 22:18:55 GMT"
     row = feed_row(db, feed_id)
     assert row.last_status == 304 and row.etag == '"v1"'
-    assert row.next_poll_at == NOW + HOUR + timedelta(seconds=INTERVAL)
+    assert_within(row.next_poll_at, NOW + HOUR, INTERVAL * 0.9, INTERVAL * 1.1)
 
 
 async def test_identical_body_without_validators_is_not_parsed_or_enqueued(
@@ -395,7 +400,8 @@ async def test_broken_feeds_record_errors_and_the_good_feed_is_still_enqueued(
         row = feed_row(db, feed_id)
         assert row.last_error_code == code, feed_id
         assert row.error_count == 1 and row.last_error_detail
-        assert row.next_poll_at == NOW + timedelta(seconds=INTERVAL)
+        # First error: exponential backoff from the interval, with equal jitter.
+        assert_within(row.next_poll_at, NOW, INTERVAL / 2, INTERVAL)
         assert row.body_hash is None
     assert feed_row(db, broken["http_500"]).last_status == 500
     assert feed_row(db, broken["parse_error"]).last_status is None

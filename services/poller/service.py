@@ -7,14 +7,15 @@ import contextlib
 import hashlib
 import logging
 import math
+import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,83 +24,37 @@ from services.core.errors import NewsdeskError
 from services.core.records import FeedRecord
 from services.db import feeds
 from services.db.engine import make_engine, session_factory, transaction
-from services.fetch import Fetcher, FetchResult, SupportsFetch
+from services.fetch import Fetcher, FetchResult, HTTPStatusError, SupportsFetch
+from services.poller.health import CycleStats, FeedHealth, PollOutcome, host_of
+from services.poller.payloads import feed_payload, file_payload
+from services.poller.politeness import HostBusy, HostPolicy, Politeness
 from services.queue import enqueue_extract, extract_queue, redis_client
-from services.sources.feed import FeedItem, ParsedFeed, parse_feed
+from services.sources.feed import ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
 
 log = logging.getLogger("newsdesk.poller")
 
-PAYLOAD_VERSION = 1
 FOLDER_PREFIX = "folder:"
-CLAIM_LIMIT = 100  # feeds of one kind taken per cycle
-FETCH_CONCURRENCY = 10
+CLAIM_LIMIT = 500  # feeds of one kind taken per cycle
 # A claimed feed is not due again before this, so an overlapping cycle or a second poller
 # skips it; a poller that dies mid-poll leaves the feed to be retried once the lease ends.
 LEASE = timedelta(minutes=10)
+# How long one poll may wait for its host's turn before it is put off to a later cycle.
+HOST_MAX_WAIT = 5.0
+THROTTLE_STATUSES = frozenset({429, 503})
 
 
-@dataclass(frozen=True)
-class CycleStats:
-    """What one poll cycle (or one feed's poll) did. ``errors`` counts failed polls and newly
-    recorded item errors."""
-
-    feeds_polled: int = 0
-    not_modified: int = 0
-    unchanged: int = 0
-    items_seen: int = 0
-    enqueued: int = 0
-    already_queued: int = 0
-    errors: int = 0
-    files_seen: int = 0
-
-    def __add__(self, other: CycleStats) -> CycleStats:
-        return CycleStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-
-# One source's poll: (stats, status word for the log line, HTTP status or None).
-PollOutcome = tuple[CycleStats, str, int | None]
 PollFunc = Callable[[FeedRecord, datetime], Awaitable[PollOutcome]]
 
 
-def feed_payload(feed_id: int, item: FeedItem) -> dict[str, Any]:
-    """The extraction job argument for a feed item (JSON primitives only)."""
-    return {
-        "v": PAYLOAD_VERSION,
-        "feed_id": feed_id,
-        "kind": "feed",
-        "item_key": item.item_key,
-        "content_hash": item.content_hash,
-        "url": item.url,
-        "title": item.title,
-        "summary": item.summary,
-        "content": item.content,
-        "content_type": item.content_type,
-        "published": item.published.isoformat() if item.published else None,
-        "author": item.author,
-    }
-
-
-def file_payload(feed_id: int, entry: FolderEntry) -> dict[str, Any]:
-    """The extraction job argument for a folder file."""
-    return {
-        "v": PAYLOAD_VERSION,
-        "feed_id": feed_id,
-        "kind": "file",
-        "item_key": entry.item_key,
-        "content_hash": entry.content_hash,
-        "url": None,
-        "title": None,
-        "summary": None,
-        "content": entry.text,
-        "content_type": "text/plain",
-        "published": None,
-        "author": None,
-    }
-
-
 class Poller:
-    """One poller process's work; every blocking call runs in a thread."""
+    """One poller process's work; every blocking call runs in a thread.
+
+    Args:
+        politeness: the per-host gate shared with other pollers (None: no gate, for tests of
+            other behaviour).
+        rng: source of scheduling jitter (seed it for reproducible tests).
+    """
 
     def __init__(
         self,
@@ -108,12 +63,17 @@ class Poller:
         sessions: sessionmaker[Session],
         queue: Queue,
         fetcher: SupportsFetch,
+        politeness: Politeness | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._queue = queue
         self._fetcher = fetcher
-        self._limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        self._gate = politeness
+        self._health = FeedHealth(settings, sessions=sessions, politeness=politeness,
+                                  rng=rng or random.Random())  # fmt: skip
+        self._limit = asyncio.Semaphore(settings.fetch_concurrency)
 
     async def ensure_folder_feed(self, now: datetime) -> FeedRecord | None:
         """Register ``settings.seeds_dir`` as the folder source when it exists."""
@@ -137,7 +97,16 @@ class Poller:
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_tick)
 
     async def run_once(self, now: datetime) -> CycleStats:
-        """Claim the due sources of both kinds and poll them; one source's failure is its own."""
+        """Claim the due sources of both kinds and poll them; one source's failure is its own.
+
+        While the extraction queue is at its high-water mark nothing is claimed: the sources
+        stay due and are polled once the workers have caught up, so nothing is lost.
+        """
+        depth = await asyncio.to_thread(lambda: self._queue.count)
+        if depth >= self._settings.queue_high_water:
+            log.warning("poller.backpressure queued=%d high_water=%d", depth,
+                        self._settings.queue_high_water)  # fmt: skip
+            return CycleStats(backpressure=1)
         http_due = await self._claim("http", now)
         folder_due = await self._claim("folder", now)
         results = await asyncio.gather(
@@ -152,43 +121,56 @@ class Poller:
         async with self._limit:
             started = time.monotonic()
             try:
-                stats, status, http = await self._attempt(poll, feed, now)
+                stats, status, http, size = await self._attempt(poll, feed, now)
             except Exception:
                 # Not the source's fault (database, Redis): leave the feed to its lease.
                 log.exception("feed.poll_failed feed_id=%d", feed.id)
                 return CycleStats(errors=1)
         log.info(
-            "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d ms=%d",
-            feed.id, feed.kind, status, http, stats.enqueued, (time.monotonic() - started) * 1000,
+            "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d bytes=%d ms=%d",
+            feed.id, feed.kind, status, http, stats.enqueued, size,
+            (time.monotonic() - started) * 1000,
         )  # fmt: skip
         return stats
 
     async def _attempt(self, poll: PollFunc, feed: FeedRecord, now: datetime) -> PollOutcome:
-        """Poll one source; a fetch, parse or scan error is stored on the feed."""
+        """Poll one source; a fetch, parse or scan failure is stored on the feed."""
         try:
             return await poll(feed, now)
+        except HostBusy as busy:
+            return await self._health.deferred(feed, now, busy.delay)
+        except HTTPStatusError as exc:
+            if exc.status in THROTTLE_STATUSES:
+                return await self._health.throttled(feed, now, exc)
+            return await self._health.failed(feed, now, exc, exc.status)
         except NewsdeskError as exc:
-            http: int | None = getattr(exc, "status", None)
-            await asyncio.to_thread(
-                self._in_tx, feeds.record_error, feed_id=feed.id, now=now, code=exc.code,
-                detail=exc.detail, status=http,
-            )  # fmt: skip
-            return CycleStats(feeds_polled=1, errors=1), f"error code={exc.code}", http
+            return await self._health.failed(feed, now, exc, None)
+
+    async def _fetch(self, feed: FeedRecord) -> FetchResult:
+        if self._gate is None:
+            return await self._fetcher.fetch(feed.url, etag=feed.etag,
+                                             last_modified=feed.last_modified)  # fmt: skip
+        async with self._gate.slot(host_of(feed.url), max_wait=HOST_MAX_WAIT):
+            return await self._fetcher.fetch(feed.url, etag=feed.etag,
+                                             last_modified=feed.last_modified)  # fmt: skip
 
     async def _poll_http(self, feed: FeedRecord, now: datetime) -> PollOutcome:
-        result = await self._fetcher.fetch(
-            feed.url, etag=feed.etag, last_modified=feed.last_modified
-        )
+        result = await self._fetch(feed)
         if result.permanent_redirect:
-            # TODO(feeds repo): persist the new URL once the repository can change it.
-            log.warning("feed.moved feed_id=%d to=%s", feed.id, result.permanent_redirect)
+            moved = await asyncio.to_thread(
+                self._in_tx, feeds.record_moved, feed_id=feed.id,
+                new_url=result.permanent_redirect, now=now,
+            )  # fmt: skip
+            log.info("feed.moved feed_id=%d to=%s stored=%s", feed.id,
+                     result.permanent_redirect, moved)  # fmt: skip
+        size = len(result.body)
         if result.not_modified:
-            await self._succeed(feed, now, result)
-            return CycleStats(feeds_polled=1, not_modified=1), "not_modified", 304
+            await self._health.succeeded(feed, now, result)
+            return CycleStats(feeds_polled=1, not_modified=1), "not_modified", 304, size
         body_hash, parsed = await asyncio.to_thread(_digest_and_parse, result, feed.body_hash)
         if parsed is None:
-            await self._succeed(feed, now, result, body_hash=body_hash)
-            return CycleStats(feeds_polled=1, unchanged=1), "unchanged", result.status
+            await self._health.succeeded(feed, now, result, body_hash=body_hash)
+            return CycleStats(feeds_polled=1, unchanged=1), "unchanged", result.status, size
         known = await asyncio.to_thread(self._known, feed.id)
         fresh = [
             feed_payload(feed.id, item)
@@ -198,12 +180,12 @@ class Poller:
         enqueued, duplicates = await asyncio.to_thread(self._enqueue, fresh)
         # Validators and body hash only after the jobs are queued: if Redis failed above, the
         # next poll fetches and parses again instead of believing it has seen this body.
-        await self._succeed(feed, now, result, body_hash=body_hash, parsed=parsed)
+        await self._health.succeeded(feed, now, result, body_hash=body_hash, parsed=parsed)
         stats = CycleStats(
             feeds_polled=1, items_seen=len(parsed.items), enqueued=enqueued,
             already_queued=duplicates,
         )  # fmt: skip
-        return stats, "ok", result.status
+        return stats, "ok", result.status, size
 
     async def _poll_folder(self, feed: FeedRecord, now: datetime) -> PollOutcome:
         root = Path(feed.url.removeprefix(FOLDER_PREFIX))
@@ -218,23 +200,14 @@ class Poller:
         enqueued, duplicates = await asyncio.to_thread(self._enqueue, good)
         await asyncio.to_thread(self._record_item_errors, feed.id, bad, now)
         await asyncio.to_thread(
-            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=None
-        )
+            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=None,
+            next_poll_at=now + timedelta(seconds=self._settings.folder_interval),
+        )  # fmt: skip
         stats = CycleStats(
             feeds_polled=1, files_seen=len(entries), enqueued=enqueued,
             already_queued=duplicates, errors=len(bad),
         )  # fmt: skip
-        return stats, "ok", None
-
-    async def _succeed(
-        self, feed: FeedRecord, now: datetime, result: FetchResult, *,
-        body_hash: str | None = None, parsed: ParsedFeed | None = None,
-    ) -> None:  # fmt: skip
-        await asyncio.to_thread(
-            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=result.status,
-            etag=result.etag, last_modified=result.last_modified, body_hash=body_hash,
-            title=parsed.title if parsed else None, site_url=parsed.site_url if parsed else None,
-        )  # fmt: skip
+        return stats, "ok", None, sum(len(e.text or "") for e in fresh)
 
     # -- blocking helpers (run in threads) --------------------------------------------------
 
@@ -295,6 +268,15 @@ def run(settings: Settings) -> None:
     asyncio.run(_serve(settings))
 
 
+@contextlib.asynccontextmanager
+async def _politeness(settings: Settings) -> AsyncIterator[Politeness]:
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    try:
+        yield Politeness(client, HostPolicy(settings.host_concurrency, settings.host_spacing))
+    finally:
+        await client.aclose()
+
+
 async def _serve(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     connection = redis_client(settings)
@@ -303,10 +285,10 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Fetcher(settings) as fetcher:
+        async with Fetcher(settings) as fetcher, _politeness(settings) as gate:
             poller = Poller(
                 settings, sessions=session_factory(engine),
-                queue=extract_queue(settings, connection), fetcher=fetcher,
+                queue=extract_queue(settings, connection), fetcher=fetcher, politeness=gate,
             )  # fmt: skip
             folder = await poller.ensure_folder_feed(datetime.now(UTC))
             log.info("poller.started folder_feed_id=%s", folder.id if folder else None)

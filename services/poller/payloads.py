@@ -1,0 +1,46 @@
+"""Extraction job arguments built by the poller (the worker validates them with ItemPayload)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.sources.feed import FeedItem
+from services.sources.folder import FolderEntry
+
+PAYLOAD_VERSION = 1
+
+
+def feed_payload(feed_id: int, item: FeedItem) -> dict[str, Any]:
+    """The extraction job argument for a feed item (JSON primitives only)."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "feed_id": feed_id,
+        "kind": "feed",
+        "item_key": item.item_key,
+        "content_hash": item.content_hash,
+        "url": item.url,
+        "title": item.title,
+        "summary": item.summary,
+        "content": item.content,
+        "content_type": item.content_type,
+        "published": item.published.isoformat() if item.published else None,
+        "author": item.author,
+    }
+
+
+def file_payload(feed_id: int, entry: FolderEntry) -> dict[str, Any]:
+    """The extraction job argument for a folder file; the file's text travels in the job."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "feed_id": feed_id,
+        "kind": "file",
+        "item_key": entry.item_key,
+        "content_hash": entry.content_hash,
+        "url": None,
+        "title": None,
+        "summary": None,
+        "content": entry.text,
+        "content_type": "text/plain",
+        "published": None,
+        "author": None,
+    }
