@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from services import feeds_cli
 from services.config import Settings
 from services.core.errors import NewsdeskError
 
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run extraction workers")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--workers", type=int, help="processes (default: NEWSDESK_WORKERS)")
+    feeds_cli.add_subparser(sub)
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers:
                 settings = settings.with_overrides(workers=max(1, args.workers))
             run_workers(settings, burst=args.burst)
+        elif args.command == "feeds":
+            return feeds_cli.run(settings, args)
     except NewsdeskError as exc:
         print(f"newsdesk {args.command}: error [{exc.code}]: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Request and response shapes: records to JSON documents, and the new-feed body validated."""
+"""Request and response shapes: records to JSON documents, feed bodies validated."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from services.api.errors import Unprocessable
 from services.core.errors import InvalidInput
+from services.core.feedurl import normalise_feed_url
 from services.core.records import FeedRecord, ItemError
-from services.db.models import URL_LENGTH
 from services.db.reads import ArticleDetail, ArticleSummary, EntityDetail, EntitySummary
 
 Json = dict[str, Any]
 
 MAX_TITLE_CHARS = 1000
 FEED_FIELDS = frozenset({"url", "title"})
+PATCH_FIELDS = frozenset({"title", "interval", "enabled"})
 
 
 def iso(when: datetime | None) -> str | None:
@@ -96,7 +96,7 @@ def entity_detail(e: EntityDetail) -> Json:
 
 
 def feed(f: FeedRecord) -> Json:
-    """A feed and its health; validators (ETag, hashes) stay internal."""
+    """A feed and its health; validators (ETag, Last-Modified) are shown only as present."""
     return {
         "id": f.id,
         "url": f.url,
@@ -104,15 +104,23 @@ def feed(f: FeedRecord) -> Json:
         "title": f.title,
         "site_url": f.site_url,
         "state": f.state,
+        "disabled_reason": f.disabled_reason,
         "interval_seconds": f.interval_seconds,
+        "interval_override": f.interval_override,
+        "ttl_seconds": f.ttl_seconds,
         "last_status": f.last_status,
         "error_count": f.error_count,
         "last_error_code": f.last_error_code,
         "last_error_detail": f.last_error_detail,
+        "first_error_at": iso(f.first_error_at),
+        "throttled_until": iso(f.throttled_until),
         "last_success_at": iso(f.last_success_at),
         "last_polled_at": iso(f.last_polled_at),
         "next_poll_at": iso(f.next_poll_at),
         "disabled_at": iso(f.disabled_at),
+        "moved_from": f.moved_from,
+        "has_etag": f.etag is not None,
+        "has_last_modified": f.last_modified is not None,
         "created_at": iso(f.created_at),
     }
 
@@ -155,27 +163,56 @@ def new_feed(data: Any) -> NewFeed:
 
 
 def feed_url(value: Any) -> str:
-    """An absolute http(s) URL naming a host, without credentials; scheme and host lowercased."""
-    if not isinstance(value, str):
-        raise Unprocessable("url must be a string", param="url")
-    url = value.strip()
-    if len(url) > URL_LENGTH:
-        raise Unprocessable(f"url is longer than {URL_LENGTH} characters", param="url")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise Unprocessable("url must not contain spaces or control characters", param="url")
+    """The feed URL rule of :func:`services.core.feedurl.normalise_feed_url`, as a 422."""
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a malformed port)
-    except ValueError:
-        raise Unprocessable("url is not a valid URL", param="url") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise Unprocessable("url must be an http:// or https:// URL", param="url")
-    if not parts.hostname:
-        raise Unprocessable("url must name a host", param="url")
-    if parts.username is not None or parts.password is not None:
-        # Credentials would be stored and shown by the API; refuse rather than leak them.
-        raise Unprocessable("url must not contain credentials", param="url")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
+        return normalise_feed_url(value)
+    except InvalidInput as exc:
+        raise Unprocessable(str(exc), param="url") from None
+
+
+def feed_patch(data: Any, *, min_interval: int, max_interval: int) -> dict[str, Any]:
+    """Validate a PATCH body into keyword arguments of ``feeds.update_feed``.
+
+    ``title`` (string or null), ``interval`` (whole seconds within the bounds, or null for
+    the adaptive schedule) and ``enabled`` (boolean); each failure is a 422 naming the field.
+    """
+    if not isinstance(data, dict):
+        raise Unprocessable("request body must be a JSON object", param="body")
+    unknown = sorted(set(data) - PATCH_FIELDS)
+    if unknown:
+        raise Unprocessable(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(PATCH_FIELDS))}",
+            param=", ".join(unknown),
+        )
+    changes: dict[str, Any] = {}
+    if "title" in data:
+        changes["title"] = _title(data["title"])
+    if "interval" in data:
+        changes["interval_override"] = _interval(data["interval"], min_interval, max_interval)
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise Unprocessable("enabled must be true or false", param="enabled")
+        changes["enabled"] = data["enabled"]
+    return changes
+
+
+def _interval(value: Any, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Unprocessable(
+            f"interval must be whole seconds from {low} to {high}, or null for adaptive",
+            param="interval",
+        )
+    return value
+
+
+def opml_import(created: int, existing: int, invalid: list[tuple[str, str]]) -> Json:
+    return {
+        "created": created,
+        "existing": existing,
+        "invalid": [{"url": url, "detail": detail} for url, detail in invalid],
+    }
 
 
 def _title(value: Any) -> str | None:
