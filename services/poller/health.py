@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
-
-from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.core.errors import NewsdeskError
@@ -24,9 +21,9 @@ from services.core.schedule import (
     throttle_delay,
 )
 from services.db import feeds
-from services.db.engine import transaction
 from services.fetch import FetchResult, HTTPStatusError
 from services.poller.politeness import Politeness
+from services.poller.writer import GroupWriter
 from services.sources.feed import ParsedFeed
 
 GONE_STATUS = 410
@@ -76,21 +73,17 @@ class FeedHealth:
     """Records successes, throttling and failures, and decides when each feed is polled next."""
 
     def __init__(
-        self, settings: Settings, *, sessions: sessionmaker[Session],
-        politeness: Politeness | None, rng: random.Random,
+        self, settings: Settings, *, writer: GroupWriter, politeness: Politeness | None,
+        rng: random.Random,
     ) -> None:  # fmt: skip
         self._settings = settings
-        self._sessions = sessions
+        self._writer = writer
         self._gate = politeness
         self._rng = rng
         self._bounds = schedule_bounds(settings)
 
     async def _in_tx(self, func: Any, /, **kwargs: Any) -> Any:
-        def run() -> Any:
-            with transaction(self._sessions) as session:
-                return func(session, **kwargs)
-
-        return await asyncio.to_thread(run)
+        return await self._writer.submit(func, **kwargs)
 
     async def deferred(self, feed: FeedRecord, now: datetime, delay: float) -> PollOutcome:
         """The host was busy: try again after ``delay``, which is neither failure nor success."""

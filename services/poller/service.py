@@ -10,10 +10,11 @@ import math
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from rq import Queue
@@ -28,11 +29,14 @@ from services.fetch import Fetcher, FetchResult, HTTPStatusError, SupportsFetch
 from services.poller.health import CycleStats, FeedHealth, PollOutcome, host_of
 from services.poller.payloads import feed_payload, file_payload
 from services.poller.politeness import HostBusy, HostPolicy, Politeness
+from services.poller.writer import GroupWriter
 from services.queue import enqueue_extract, extract_queue, redis_client
 from services.sources.feed import ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
 
 log = logging.getLogger("newsdesk.poller")
+
+T = TypeVar("T")
 
 FOLDER_PREFIX = "folder:"
 CLAIM_LIMIT = 500  # feeds of one kind taken per cycle
@@ -71,9 +75,11 @@ class Poller:
         self._queue = queue
         self._fetcher = fetcher
         self._gate = politeness
-        self._health = FeedHealth(settings, sessions=sessions, politeness=politeness,
+        self._writer = GroupWriter(sessions)
+        self._health = FeedHealth(settings, writer=self._writer, politeness=politeness,
                                   rng=rng or random.Random())  # fmt: skip
         self._limit = asyncio.Semaphore(settings.fetch_concurrency)
+        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-parse")
 
     async def ensure_folder_feed(self, now: datetime) -> FeedRecord | None:
         """Register ``settings.seeds_dir`` as the folder source when it exists."""
@@ -157,17 +163,20 @@ class Poller:
     async def _poll_http(self, feed: FeedRecord, now: datetime) -> PollOutcome:
         result = await self._fetch(feed)
         if result.permanent_redirect:
-            moved = await asyncio.to_thread(
-                self._in_tx, feeds.record_moved, feed_id=feed.id,
-                new_url=result.permanent_redirect, now=now,
-            )  # fmt: skip
+            moved = await self._writer.submit(
+                feeds.record_moved, feed_id=feed.id, new_url=result.permanent_redirect, now=now
+            )
             log.info("feed.moved feed_id=%d to=%s stored=%s", feed.id,
                      result.permanent_redirect, moved)  # fmt: skip
         size = len(result.body)
         if result.not_modified:
             await self._health.succeeded(feed, now, result)
             return CycleStats(feeds_polled=1, not_modified=1), "not_modified", 304, size
-        body_hash, parsed = await asyncio.to_thread(_digest_and_parse, result, feed.body_hash)
+        # CPU-bound work runs on one dedicated thread: many threads parsing at once would
+        # fight the event loop for the GIL and stall every other poll in flight.
+        body_hash, parsed = await asyncio.get_running_loop().run_in_executor(
+            self._cpu, _digest_and_parse, result, feed.body_hash
+        )
         if parsed is None:
             await self._health.succeeded(feed, now, result, body_hash=body_hash)
             return CycleStats(feeds_polled=1, unchanged=1), "unchanged", result.status, size
@@ -177,7 +186,9 @@ class Poller:
             for item in parsed.items
             if known.get(feeds.key_hash(item.item_key)) != item.content_hash
         ]
-        enqueued, duplicates = await asyncio.to_thread(self._enqueue, fresh)
+        enqueued, duplicates = await asyncio.get_running_loop().run_in_executor(
+            self._cpu, self._enqueue, fresh
+        )
         # Validators and body hash only after the jobs are queued: if Redis failed above, the
         # next poll fetches and parses again instead of believing it has seen this body.
         await self._health.succeeded(feed, now, result, body_hash=body_hash, parsed=parsed)
@@ -199,8 +210,8 @@ class Poller:
         bad = [e for e in fresh if e.error_code is not None]
         enqueued, duplicates = await asyncio.to_thread(self._enqueue, good)
         await asyncio.to_thread(self._record_item_errors, feed.id, bad, now)
-        await asyncio.to_thread(
-            self._in_tx, feeds.record_success, feed_id=feed.id, now=now, status=None,
+        await self._writer.submit(
+            feeds.record_success, feed_id=feed.id, now=now, status=None,
             next_poll_at=now + timedelta(seconds=self._settings.folder_interval),
         )  # fmt: skip
         stats = CycleStats(
@@ -259,13 +270,23 @@ def _digest_and_parse(
     return body_hash, parsed
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (about twice the HTTP throughput of the
+    default loop for the poller's many short requests), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def run(settings: Settings) -> None:
     """Blocking entrypoint: poll until SIGINT or SIGTERM."""
     if not logging.getLogger().handlers:
         from services.logs import setup_logging
 
         setup_logging(settings.log_level, "poller")
-    asyncio.run(_serve(settings))
+    run_loop(_serve(settings))
 
 
 @contextlib.asynccontextmanager
