@@ -294,6 +294,8 @@ class _Progress:
 
 
 def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
+    from services.db import feeds
+
     path: Path = args.file
     try:
         data = path.read_bytes()
@@ -309,7 +311,15 @@ def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
         batch = screen(chunk, seen)
         for url, detail in batch.invalid:
             progress.note(f"skipped invalid URL {url!r}: {detail}")
-        added = _write(ctx, partial(_add_batch, new=batch.new, interval_seconds=interval, now=now))
+        added = _write(
+            ctx,
+            partial(
+                feeds.add_feeds,
+                entries=[(e.url, e.title) for e in batch.new],
+                interval_seconds=interval,
+                now=now,
+            ),
+        )
         created += added
         existing += batch.repeated + len(batch.new) - added
         invalid += len(batch.invalid)
@@ -321,24 +331,6 @@ def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
         file=ctx.out,
     )
     return EXIT_OK
-
-
-def _add_batch(
-    session: Session, *, new: list[OpmlFeed], interval_seconds: int, now: datetime
-) -> int:
-    from services.db import feeds
-
-    created = 0
-    for entry in new:
-        try:
-            feeds.add_feed(
-                session, url=entry.url, kind="http", interval_seconds=interval_seconds, now=now,
-                title=entry.title,
-            )  # fmt: skip
-        except Conflict:
-            continue
-        created += 1
-    return created
 
 
 def _export(ctx: _Ctx, args: argparse.Namespace) -> int:

@@ -84,30 +84,19 @@ async def import_opml(request: web.Request) -> web.Response:
     for start in range(0, len(entries), IMPORT_BATCH):
         batch = screen(entries[start : start + IMPORT_BATCH], seen)
         added = await write(
-            request, partial(_add_batch, new=batch.new, interval_seconds=interval, now=now)
+            request,
+            partial(
+                feeds.add_feeds,
+                entries=[(e.url, e.title) for e in batch.new],
+                interval_seconds=interval,
+                now=now,
+            ),
         )
         created += added
         existing += batch.repeated + len(batch.new) - added
         invalid += batch.invalid
     log.info("feeds.imported created=%d existing=%d invalid=%d", created, existing, len(invalid))
     return web.json_response(schemas.opml_import(created, existing, invalid))
-
-
-def _add_batch(
-    session: Session, *, new: list[OpmlFeed], interval_seconds: int, now: datetime
-) -> int:
-    """Add the feeds not registered yet; returns how many were created."""
-    created = 0
-    for entry in new:
-        try:
-            feeds.add_feed(
-                session, url=entry.url, kind="http", interval_seconds=interval_seconds, now=now,
-                title=entry.title,
-            )  # fmt: skip
-        except Conflict:
-            continue
-        created += 1
-    return created
 
 
 @routes.get("/v1/feeds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -345,3 +346,20 @@ def poll_now(session: Session, feed_id: int, *, now: datetime) -> FeedRecord:
     row.throttled_until = None
     session.flush()
     return to_record(row)
+
+
+def add_feeds(
+    session: Session, entries: Iterable[tuple[str, str | None]], *, interval_seconds: int,
+    now: datetime,
+) -> int:  # fmt: skip
+    """Register many ``(url, title)`` http feeds (an OPML import batch); returns how many were
+    new. URLs already registered are skipped."""
+    created = 0
+    for url, title in entries:
+        try:
+            add_feed(session, url=url, kind="http", interval_seconds=interval_seconds, now=now,
+                     title=title)  # fmt: skip
+        except Conflict:
+            continue
+        created += 1
+    return created
