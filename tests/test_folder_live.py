@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
