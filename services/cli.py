@@ -6,11 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services import feeds_cli
+from services import feeds_cli, reprocess_cli
 from services.config import Settings
 from services.core.errors import NewsdeskError
-
-ROLES = ("up", "migrate", "api", "poller", "worker")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--workers", type=int, help="processes (default: NEWSDESK_WORKERS)")
     feeds_cli.add_subparser(sub)
+    reprocess_cli.add_subparser(sub)
     return parser
 
 
@@ -69,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_workers(settings, burst=args.burst)
         elif args.command == "feeds":
             return feeds_cli.run(settings, args)
+        elif args.command == "reprocess":
+            return reprocess_cli.run(settings, args)
     except NewsdeskError as exc:
         print(f"newsdesk {args.command}: error [{exc.code}]: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 from services.config import Settings
 
 EXTRACT_FUNC = "workers.jobs.extract_item"
+REPROCESS_FUNC = "workers.jobs.reprocess_article"
 EXTRACT_RETRY_INTERVALS = [10, 60, 300]
 FAILURE_TTL = 7 * 24 * 3600
 RESULT_TTL = 3600
@@ -47,6 +48,26 @@ def enqueue_extract(queue: Queue, payload: dict[str, Any], *, timeout: int) -> b
             failure_ttl=FAILURE_TTL,
             retry=Retry(max=len(EXTRACT_RETRY_INTERVALS), interval=EXTRACT_RETRY_INTERVALS),
             description=f"extract feed={payload['feed_id']} item={payload['item_key'][:80]}",
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def enqueue_reprocess(queue: Queue, article_id: int, *, run: str, timeout: int) -> bool:
+    """Queue a re-run of entity extraction for one stored article, once per ``run`` (a token
+    naming one `newsdesk reprocess` invocation); False if this run already queued it."""
+    try:
+        queue.enqueue(
+            REPROCESS_FUNC,
+            article_id,
+            job_id=f"reprocess-{run}-{article_id}",
+            unique=True,
+            job_timeout=timeout,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            retry=Retry(max=len(EXTRACT_RETRY_INTERVALS), interval=EXTRACT_RETRY_INTERVALS),
+            description=f"reprocess article={article_id}",
         )
     except DuplicateJobError:
         return False

@@ -11,3 +11,10 @@ from workers.pipeline import process
 def extract_item(payload: dict[str, Any]) -> dict[str, Any]:
     """Extract, deduplicate and store one feed item or folder file."""
     return process(current(), payload).as_dict()
+
+
+def reprocess_article(article_id: int) -> dict[str, object]:
+    """Recompute a stored article's entities with the current code."""
+    from workers.reprocess import reprocess
+
+    return reprocess(current(), int(article_id))
