@@ -43,6 +43,8 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_HOST_SPACING": "minimum seconds between two requests to one host",
     "NEWSDESK_FETCH_CONCURRENCY": "requests in flight per poller process",
     "NEWSDESK_QUEUE_HIGH_WATER": "extraction queue length at which the poller stops enqueueing",
+    "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after a job "
+    "exits and is restarted",
 }
 
 
@@ -112,6 +114,7 @@ class Settings:
     host_spacing: float = 1.0
     fetch_concurrency: int = 50
     queue_high_water: int = 10_000
+    worker_max_rss_mb: int = 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +166,7 @@ class Settings:
             host_spacing=_float(env, "NEWSDESK_HOST_SPACING", 1.0, minimum=0.0),
             fetch_concurrency=_int(env, "NEWSDESK_FETCH_CONCURRENCY", 50, minimum=1),
             queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
+            worker_max_rss_mb=_int(env, "NEWSDESK_WORKER_MAX_RSS_MB", 1024, minimum=64),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -202,6 +206,7 @@ class Settings:
             "NEWSDESK_HOST_SPACING": str(self.host_spacing),
             "NEWSDESK_FETCH_CONCURRENCY": str(self.fetch_concurrency),
             "NEWSDESK_QUEUE_HIGH_WATER": str(self.queue_high_water),
+            "NEWSDESK_WORKER_MAX_RSS_MB": str(self.worker_max_rss_mb),
         }
         if not self.embedded_redis:
             env["REDIS_URL"] = self.redis_url

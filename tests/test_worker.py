@@ -241,3 +241,20 @@ def test_concurrent_writers_store_one_article(
     assert sorted(results) == ["created"] + ["duplicate"] * (threads - 1)
     c = counts(db)
     assert (c["articles"], c["sightings"], c["events"]) == (1, threads, 1)
+
+
+def test_worker_stops_between_jobs_past_its_memory_limit(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    from workers.runner import make_worker
+
+    fid = _feed(db)
+    for n in range(3):
+        enqueue(settings, feed_payload(fid, f"g{n}", url=f"https://news.test/{n}",
+                                       title=f"Story {n} in Faro", summary=f"Body {n}."))  # fmt: skip
+    worker = make_worker(settings.with_overrides(worker_max_rss_mb=64))
+    assert worker.max_rss_mb == 64  # any Python process with spaCy loaded is above this
+    worker.work(burst=True, logging_level="WARNING")
+    queue = extract_queue(settings, redis_client(settings))
+    assert queue.count == 2, "the worker must stop after the job that crossed the limit"
+    assert burst() == 2  # a fresh worker (the default limit) takes the rest

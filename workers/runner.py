@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
+from typing import Any
 from multiprocessing.process import BaseProcess
 
 from rq import SimpleWorker
@@ -39,15 +40,41 @@ def build_context(settings: Settings) -> WorkerContext:
     return WorkerContext(settings=settings, sessions=session_factory(engine), recogniser=recogniser)
 
 
+def resident_mb() -> float:
+    """This process's current resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class NewsdeskWorker(SimpleWorker):
+    """rq's in-process worker, which stops (warmly, between jobs) once its resident memory
+    passes a limit, so a leak costs a restart by the supervisor rather than the host."""
+
+    max_rss_mb: float = 0.0
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        super().execute_job(job, queue)
+        if self.max_rss_mb and (rss := resident_mb()) > self.max_rss_mb:
+            log.warning("worker.memory_limit rss_mb=%.0f limit_mb=%.0f; stopping for a restart",
+                        rss, self.max_rss_mb)  # fmt: skip
+            self._stop_requested = True
+
+
 def make_worker(settings: Settings, name: str | None = None) -> SimpleWorker:
     connection = redis_client(settings)
-    return SimpleWorker(
+    worker = NewsdeskWorker(
         [extract_queue(settings, connection)],
         name=name,
         connection=connection,
         serializer=JSONSerializer,
         maintenance_interval=settings.maintenance_interval,
     )
+    worker.max_rss_mb = settings.worker_max_rss_mb
+    return worker
 
 
 def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
