@@ -250,8 +250,10 @@ def test_worker_stops_between_jobs_past_its_memory_limit(
 
     fid = _feed(db)
     for n in range(3):
-        enqueue(settings, feed_payload(fid, f"g{n}", url=f"https://news.test/{n}",
-                                       title=f"Story {n} in Faro", summary=f"Body {n}."))  # fmt: skip
+        story = feed_payload(
+            fid, f"g{n}", url=f"https://news.test/{n}", title=f"Story {n} in Faro", summary="Body."
+        )
+        enqueue(settings, story)
     worker = make_worker(settings.with_overrides(worker_max_rss_mb=64))
     assert worker.max_rss_mb == 64  # any Python process with spaCy loaded is above this
     worker.work(burst=True, logging_level="WARNING")
