@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
