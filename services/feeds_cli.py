@@ -17,6 +17,7 @@ from services.config import Settings
 from services.core.errors import Conflict, InvalidInput, NewsdeskError, NotFound
 from services.core.feedurl import normalise_feed_url
 from services.core.opml import MAX_TITLE_CHARS, OpmlFeed, OpmlWriter, parse_opml, screen
+from services.core.records import FULLTEXT_MODES
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -54,7 +55,7 @@ def add_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show = actions.add_parser("show", help="a feed's health, schedule and recent item errors")
     show.add_argument("id", type=_feed_id, metavar="ID")
     show.add_argument("--json", action="store_true")
-    update = actions.add_parser("update", help="change title, interval or enabled state")
+    update = actions.add_parser("update", help="change title, interval, state or full-text mode")
     update.add_argument("id", type=_feed_id, metavar="ID")
     update.add_argument("--title", help="new title ('' clears it)")
     interval = update.add_mutually_exclusive_group()
@@ -63,6 +64,12 @@ def add_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     state = update.add_mutually_exclusive_group()
     state.add_argument("--enable", action="store_true", help="enable (clears the error state)")
     state.add_argument("--disable", action="store_true")
+    update.add_argument(
+        "--fulltext",
+        choices=FULLTEXT_MODES,
+        metavar="MODE",
+        help="fetch article pages: auto (items without full text), always or never",
+    )
     for name, text in (("delete", "forget a feed and its items"), ("poll", "poll a feed now")):
         actions.add_parser(name, help=text).add_argument("id", type=_feed_id, metavar="ID")
     imp = actions.add_parser("import", help="add every feed of an OPML file; known ones skipped")
@@ -224,9 +231,11 @@ def _update(ctx: _Ctx, args: argparse.Namespace) -> int:
         changes["interval_override"] = args.interval
     if args.enable or args.disable:
         changes["enabled"] = bool(args.enable)
+    if args.fulltext is not None:
+        changes["fulltext"] = args.fulltext
     if not changes:
         raise InvalidInput("nothing to change: give --title, --interval, --adaptive, "
-                           "--enable or --disable")  # fmt: skip
+                           "--enable, --disable or --fulltext")  # fmt: skip
     now = datetime.now(UTC)
     record = _write(ctx, lambda s: feeds.update_feed(s, args.id, now=now, **changes))
     _print_feed(ctx, record, [], as_json=False)

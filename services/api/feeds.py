@@ -147,7 +147,8 @@ async def create_feed(request: web.Request) -> web.Response:
 
 @routes.patch("/v1/feeds/{id}")
 async def patch_feed(request: web.Request) -> web.Response:
-    """Change ``title``, ``interval`` (null: adaptive) or ``enabled``; returns the feed."""
+    """Change ``title``, ``interval`` (null: adaptive), ``enabled`` or ``fulltext``; returns
+    the feed."""
     params.check_names(request.query, ())
     feed_id = params.parse_id(request.match_info["id"])
     settings = request.app[SETTINGS]

@@ -9,6 +9,7 @@ from typing import Any
 from services.core.errors import ExtractError
 from services.core.fingerprint import text_hash
 from services.core.html_text import html_to_text, looks_like_html
+from services.core.page import PageArticle, detect_language, extract_page
 from services.core.plaintext import parse_plaintext
 from services.core.urls import canonical_url
 
@@ -32,6 +33,9 @@ class ItemPayload:
     content_type: str = "text/html"
     published: datetime | None = None
     author: str | None = None
+    # The article page, when the poller fetched it (optional keys of a version-1 payload).
+    page_html: str | None = field(default=None, repr=False)
+    page_url: str | None = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> ItemPayload:
@@ -52,6 +56,8 @@ class ItemPayload:
                 content_type=str(raw.get("content_type") or "text/html"),
                 published=_parse_time(published) if published else None,
                 author=_opt_str(raw.get("author")),
+                page_html=_opt_str(raw.get("page_html")),
+                page_url=_opt_str(raw.get("page_url")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ExtractError(f"malformed job payload: {exc}", code="bad_payload") from None
@@ -86,12 +92,18 @@ class Extracted:
     byline: str | None
     content_hash: str
     boilerplate: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None  # ISO 639-1, None when the text is too short to tell
+    page_url: str | None = None  # where the article page was read (after redirects)
 
     @property
     def urls(self) -> list[str]:
-        """Every URL the article is known under, canonical first."""
-        found = [u for u in (self.canonical_url, self.url) if u]
-        return list(dict.fromkeys(found))
+        """Every URL the article is known under, canonical first: the item link and the page
+        URL, each as seen and canonicalised."""
+        found = [self.canonical_url]
+        for seen in (self.url, self.page_url):
+            if seen:
+                found += [canonical_url(seen), seen]
+        return list(dict.fromkeys(u for u in found if u))
 
     @property
     def analysed_text(self) -> str:
@@ -111,12 +123,25 @@ def _summary(text: str) -> str:
 
 
 def extract(item: ItemPayload) -> Extracted:
-    """Extract the article an item carries; raises ExtractError when there is none."""
+    """Extract the article an item carries; raises ExtractError when there is none.
+
+    The text is the feed's own (``content:encoded``, else the summary) unless the poller
+    fetched the article page and the page's main text is at least as long: a paywall or a
+    failed extraction then leaves the feed's text in place.
+    """
     if item.kind == "file":
         return _extract_file(item)
     title = " ".join(_as_text(item.title).split())[:MAX_TITLE_CHARS]
     summary = _as_text(item.summary)
     text = _as_text(item.content) or summary
+    page = _page(item)
+    if page is not None and len(page.text.split()) >= len(text.split()):
+        text = page.text
+    else:
+        # Nothing from a page whose text lost (a paywall, a consent or login wall): its URL
+        # and canonical may be the wall's, shared by every article behind it.
+        page = None
+    title = title or (page.title if page and page.title else "")
     if not text and not title:
         raise ExtractError("the item has no title and no text", code="empty")
     if not title:
@@ -127,11 +152,29 @@ def extract(item: ItemPayload) -> Extracted:
         text=text,
         summary=_summary(summary or text),
         url=item.url,
-        canonical_url=canonical_url(item.url) if item.url else None,
-        published_at=item.published,
-        byline=item.author,
+        canonical_url=_canonical(item, page),
+        published_at=item.published or (page.published if page else None),
+        byline=item.author or (page.author if page else None),
         content_hash=text_hash(f"{title}\n{text}"),
+        boilerplate={"dropped": list(page.dropped)} if page and page.dropped else {},
+        language=detect_language(text),
+        page_url=item.page_url if page else None,
     )
+
+
+def _page(item: ItemPayload) -> PageArticle | None:
+    if not item.page_html:
+        return None
+    return extract_page(item.page_html, url=item.page_url or item.url)
+
+
+def _canonical(item: ItemPayload, page: PageArticle | None) -> str | None:
+    """The page's trusted canonical, else the page's final URL, else the item link."""
+    if page is not None:
+        found = page.canonical_url or (canonical_url(item.page_url) if item.page_url else None)
+        if found:
+            return found
+    return canonical_url(item.url) if item.url else None
 
 
 def _extract_file(item: ItemPayload) -> Extracted:
@@ -150,4 +193,5 @@ def _extract_file(item: ItemPayload) -> Extracted:
             "credits": list(parsed.credits),
             "related": [{"text": r.text, "date": r.date} for r in parsed.related],
         },
+        language=detect_language(parsed.body),
     )

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# Per-feed full-text modes: fetch the article page for items without full content (`auto`),
+# for every item (`always`), or never.
+FULLTEXT_MODES = ("auto", "always", "never")
+
 
 @dataclass(frozen=True)
 class FeedRecord:
@@ -34,6 +38,7 @@ class FeedRecord:
     first_error_at: datetime | None = None
     throttled_until: datetime | None = None
     moved_from: str | None = None
+    fulltext: str = "auto"
 
     @property
     def state(self) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from services.core.errors import Conflict, NotFound
-from services.core.records import FeedRecord, ItemError
+from services.core.errors import Conflict, InvalidInput, NotFound
+from services.core.records import FULLTEXT_MODES, FeedRecord, ItemError
 from services.db.events import add_event
 from services.db.models import Feed, Sighting
 from services.db.upsert import insert_for, insert_ignore
@@ -49,6 +49,7 @@ def to_record(row: Feed) -> FeedRecord:
         first_error_at=row.first_error_at,
         throttled_until=row.throttled_until,
         moved_from=row.moved_from,
+        fulltext=row.fulltext,
     )
 
 
@@ -307,10 +308,18 @@ UNSET: object = object()
 
 def update_feed(
     session: Session, feed_id: int, *, now: datetime, title: object = UNSET,
-    interval_override: object = UNSET, enabled: bool | None = None,
+    interval_override: object = UNSET, enabled: bool | None = None, fulltext: str | None = None,
 ) -> FeedRecord:  # fmt: skip
-    """Operator changes. Enabling a disabled feed clears its error state and polls it now."""
+    """Operator changes. Enabling a disabled feed clears its error state and polls it now.
+
+    ``fulltext`` is one of ``FULLTEXT_MODES`` (InvalidInput otherwise).
+    """
+    if fulltext is not None and fulltext not in FULLTEXT_MODES:
+        raise InvalidInput(f"fulltext must be one of {', '.join(FULLTEXT_MODES)}",
+                           param="fulltext")  # fmt: skip
     row = _row(session, feed_id, lock=True)
+    if fulltext is not None:
+        row.fulltext = fulltext
     if title is not UNSET:
         row.title = None if title is None else str(title)[:1000]
     if interval_override is not UNSET:

@@ -45,6 +45,8 @@ class CycleStats:
     throttled: int = 0
     deferred: int = 0
     backpressure: int = 0
+    pages_fetched: int = 0  # article pages fetched for items without full text
+    pages_failed: int = 0  # such pages not fetched (the items went out with their summary)
 
     def __add__(self, other: CycleStats) -> CycleStats:
         return CycleStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

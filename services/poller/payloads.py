@@ -10,9 +10,15 @@ from services.sources.folder import FolderEntry
 PAYLOAD_VERSION = 1
 
 
-def feed_payload(feed_id: int, item: FeedItem) -> dict[str, Any]:
-    """The extraction job argument for a feed item (JSON primitives only)."""
-    return {
+def feed_payload(
+    feed_id: int, item: FeedItem, *, page_html: str | None = None, page_url: str | None = None
+) -> dict[str, Any]:
+    """The extraction job argument for a feed item (JSON primitives only).
+
+    ``page_html`` and ``page_url`` (the article page the poller fetched, decoded, and its
+    URL after redirects) are optional keys of version 1: present only with a page.
+    """
+    payload: dict[str, Any] = {
         "v": PAYLOAD_VERSION,
         "feed_id": feed_id,
         "kind": "feed",
@@ -26,6 +32,10 @@ def feed_payload(feed_id: int, item: FeedItem) -> dict[str, Any]:
         "published": item.published.isoformat() if item.published else None,
         "author": item.author,
     }
+    if page_html is not None:
+        payload["page_html"] = page_html
+        payload["page_url"] = page_url
+    return payload
 
 
 def file_payload(feed_id: int, entry: FolderEntry) -> dict[str, Any]:

@@ -27,11 +27,12 @@ from services.db import feeds
 from services.db.engine import make_engine, session_factory, transaction
 from services.fetch import Fetcher, FetchResult, HTTPStatusError, SupportsFetch
 from services.poller.health import CycleStats, FeedHealth, PollOutcome, host_of
+from services.poller.pages import PageFetcher, page_settings
 from services.poller.payloads import feed_payload, file_payload
 from services.poller.politeness import HostBusy, HostPolicy, Politeness
 from services.poller.writer import GroupWriter
 from services.queue import enqueue_extract, extract_queue, redis_client
-from services.sources.feed import ParsedFeed, parse_feed
+from services.sources.feed import FeedItem, ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
 
 log = logging.getLogger("newsdesk.poller")
@@ -57,6 +58,8 @@ class Poller:
     Args:
         politeness: the per-host gate shared with other pollers (None: no gate, for tests of
             other behaviour).
+        page_fetcher: fetches article pages (built with ``pages.page_settings``) for items
+            without full text, per the feed's ``fulltext`` mode (None: no page is fetched).
         rng: source of scheduling jitter (seed it for reproducible tests).
     """
 
@@ -68,6 +71,7 @@ class Poller:
         queue: Queue,
         fetcher: SupportsFetch,
         politeness: Politeness | None = None,
+        page_fetcher: SupportsFetch | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -80,6 +84,10 @@ class Poller:
                                   rng=rng or random.Random())  # fmt: skip
         self._limit = asyncio.Semaphore(settings.fetch_concurrency)
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-parse")
+        self._pages = None if page_fetcher is None else PageFetcher(
+            page_fetcher, gate=politeness, executor=self._cpu,
+            throttle_cap=settings.retry_after_cap,
+        )  # fmt: skip
 
     async def ensure_folder_feed(self, now: datetime) -> FeedRecord | None:
         """Register ``settings.seeds_dir`` as the folder source when it exists."""
@@ -133,9 +141,9 @@ class Poller:
                 log.exception("feed.poll_failed feed_id=%d", feed.id)
                 return CycleStats(errors=1)
         log.info(
-            "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d bytes=%d ms=%d",
-            feed.id, feed.kind, status, http, stats.enqueued, size,
-            (time.monotonic() - started) * 1000,
+            "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d pages=%d pages_failed=%d "
+            "bytes=%d ms=%d", feed.id, feed.kind, status, http, stats.enqueued,
+            stats.pages_fetched, stats.pages_failed, size, (time.monotonic() - started) * 1000,
         )  # fmt: skip
         return stats
 
@@ -181,11 +189,8 @@ class Poller:
             await self._health.succeeded(feed, now, result, body_hash=body_hash)
             return CycleStats(feeds_polled=1, unchanged=1), "unchanged", result.status, size
         known = await asyncio.to_thread(self._known, feed.id)
-        fresh = [
-            feed_payload(feed.id, item)
-            for item in parsed.items
-            if known.get(feeds.key_hash(item.item_key)) != item.content_hash
-        ]
+        items = [i for i in parsed.items if known.get(feeds.key_hash(i.item_key)) != i.content_hash]
+        fresh, pages = await self._payloads(feed, items)
         enqueued, duplicates = await asyncio.get_running_loop().run_in_executor(
             self._cpu, self._enqueue, fresh
         )
@@ -196,7 +201,15 @@ class Poller:
             feeds_polled=1, items_seen=len(parsed.items), enqueued=enqueued,
             already_queued=duplicates,
         )  # fmt: skip
-        return stats, "ok", result.status, size
+        return stats + pages, "ok", result.status, size
+
+    async def _payloads(
+        self, feed: FeedRecord, items: Sequence[FeedItem]
+    ) -> tuple[list[dict[str, Any]], CycleStats]:
+        """Payloads of new and changed items, with their article pages where wanted."""
+        if self._pages is None:
+            return [feed_payload(feed.id, item) for item in items], CycleStats()
+        return await self._pages.payloads(feed, items)
 
     async def _poll_folder(self, feed: FeedRecord, now: datetime) -> PollOutcome:
         root = Path(feed.url.removeprefix(FOLDER_PREFIX))
@@ -306,10 +319,15 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Fetcher(settings) as fetcher, _politeness(settings) as gate:
+        async with (
+            Fetcher(settings) as fetcher,
+            Fetcher(page_settings(settings)) as pages,
+            _politeness(settings) as gate,
+        ):
             poller = Poller(
                 settings, sessions=session_factory(engine),
                 queue=extract_queue(settings, connection), fetcher=fetcher, politeness=gate,
+                page_fetcher=pages,
             )  # fmt: skip
             folder = await poller.ensure_folder_feed(datetime.now(UTC))
             log.info("poller.started folder_feed_id=%s", folder.id if folder else None)

@@ -1,0 +1,284 @@
+"""Extraction throughput: one real worker process against a tight loop doing the same work.
+
+Inputs are real texts: article pages built as in the tests (``tests/pages.py``: the seed
+article and LA Times paragraphs wrapped in page chrome, extracted with trafilatura), and
+plain-text files (the seed file itself and the LA Times articles as text). The first inputs
+are those articles as they are; the rest are distinct compositions of the same real
+paragraphs (seed, LA Times, NYT and BBC summaries): each input draws 6 paragraphs from the
+pool with its own seeded RNG, in its own order, under a real headline. Two inputs share
+0.2 paragraphs on average, so neither the URL, the text-hash nor a near-duplicate lookup
+short-circuits a job: every measured job extracts, runs NER and stores a new article.
+
+Measured in one run, on the same inputs:
+
+- worker: ``newsdesk worker --workers 1`` (one process: rq SimpleWorker, model loaded once)
+  takes the jobs from Redis and does extraction, dedup lookups, NER and the SQL writes;
+  timed from the first enqueue to the last job finished, after a warm-up.
+- baseline: a loop in this process doing only ``extract()`` and the same spaCy NER
+  (``workers.nlp.load_model()`` + ``Recogniser``) on the same payloads.
+
+Reports both rates, their ratio (target >= 85%) and the worker's peak RSS (VmHWM, target
+< 400 MB).
+
+    python bench/extract.py                      # SQLite + embedded Redis
+    python bench/extract.py --inputs 1000 \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1/bench \\
+        --redis-url redis://127.0.0.1:6379/12
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue, Worker
+from sqlalchemy import Engine, func, select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.config import Settings  # noqa: E402
+from services.core.extract import ItemPayload, extract  # noqa: E402
+from services.core.html_text import html_to_text  # noqa: E402
+from services.db import feeds  # noqa: E402
+from services.db.engine import make_engine, session_factory, transaction  # noqa: E402
+from services.db.migrate import upgrade  # noqa: E402
+from services.db.models import Article, Base, Sighting  # noqa: E402
+from services.embedded_redis import EmbeddedRedis  # noqa: E402
+from services.queue import enqueue_extract, extract_queue  # noqa: E402
+from tests import pages as real  # noqa: E402
+
+PARAGRAPHS_PER_INPUT = 6
+WARMUP = 20
+SITE = "https://www.latimes.test"
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def paragraph_pool() -> tuple[list[str], list[str]]:
+    """(paragraphs, headlines): every distinct real paragraph and headline at hand."""
+    import xml.etree.ElementTree as ET
+
+    paragraphs = list(real.seed_article().paragraphs) + [i.paragraph for i in real.latimes_items()]
+    headlines = [real.seed_article().title] + [i.title for i in real.latimes_items()]
+    for capture in sorted(real.FEEDS.glob("*.xml")):
+        if not capture.name.startswith(("bbc__", "nytimes__")):
+            continue
+        for node in ET.parse(capture).getroot().iterfind("./channel/item"):
+            summary = html_to_text(node.findtext("description") or "")
+            if len(summary.split()) >= 12:
+                paragraphs.append(summary)
+            headlines.append((node.findtext("title") or "").strip())
+    return list(dict.fromkeys(paragraphs)), [h for h in dict.fromkeys(headlines) if h]
+
+
+def plain_text(article: real.Article) -> str:
+    return f"{article.title}\n\n" + "\n\n".join(article.paragraphs) + "\n"
+
+
+def page_payload(feed_id: int, key: str, article: real.Article) -> dict[str, Any]:
+    url = f"{SITE}/bench/{key}"
+    page = real.article_page(article, canonical=f"{url}?utm_source=rss")
+    return {
+        "v": 1, "feed_id": feed_id, "kind": "feed", "item_key": key,
+        "content_hash": hashlib.sha256(page.encode()).hexdigest(), "url": url,
+        "title": article.title, "summary": html.escape(article.paragraphs[0]), "content": None,
+        "content_type": "text/html", "published": None, "author": None,
+        "page_html": page, "page_url": url,
+    }  # fmt: skip
+
+
+def file_payload(feed_id: int, key: str, content: str) -> dict[str, Any]:
+    return {
+        "v": 1, "feed_id": feed_id, "kind": "file", "item_key": f"{key}.txt",
+        "content_hash": hashlib.sha256(content.encode()).hexdigest(), "url": None,
+        "title": None, "summary": None, "content": content, "content_type": "text/plain",
+        "published": None, "author": None,
+    }  # fmt: skip
+
+
+def build_inputs(count: int, http_id: int, folder_id: int) -> list[dict[str, Any]]:
+    """``count`` distinct payloads: the seed file as it is, the LA Times articles as pages,
+    then compositions of real paragraphs, pages and plain-text files alternating."""
+    found = [file_payload(folder_id, "seed", real.SEED.read_text("utf-8"))]
+    for i, article in enumerate(real.latimes_articles()):
+        found.append(page_payload(http_id, f"latimes-{i}", article))
+    pool, headlines = paragraph_pool()
+    i = 0
+    while len(found) < count:
+        rng = random.Random(i)
+        article = real.Article(rng.choice(headlines), tuple(rng.sample(pool, PARAGRAPHS_PER_INPUT)))
+        key = f"mix-{i}"
+        if i % 2:
+            found.append(file_payload(folder_id, key, plain_text(article)))
+        else:
+            found.append(page_payload(http_id, key, article))
+        i += 1
+    return found[:count]
+
+
+# -- the two measurements ---------------------------------------------------------------------
+
+
+def baseline(payloads: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> float:
+    """Articles/s of extraction + NER alone, in this process."""
+    from workers.nlp import Recogniser, load_model
+
+    recogniser = Recogniser(load_model())
+    for payload in warmup:
+        recogniser.recognise(extract(ItemPayload.from_dict(payload)).analysed_text)
+    started = time.perf_counter()
+    for payload in payloads:
+        recogniser.recognise(extract(ItemPayload.from_dict(payload)).analysed_text)
+    return len(payloads) / (time.perf_counter() - started)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def through_worker(
+    settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
+    warmup: list[dict[str, Any]], log_path: Path,
+) -> tuple[float, float]:  # fmt: skip
+    """(articles/s, peak RSS MB) of one `newsdesk worker --workers 1` process."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    queue = extract_queue(settings, connection)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "--workers", "1"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not Worker.all(queue=queue):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start; see {log_path}")
+            time.sleep(0.05)
+        _run(queue, warmup, done_before=0)
+        started = time.perf_counter()
+        _run(queue, payloads, done_before=len(warmup))
+        elapsed = time.perf_counter() - started
+        return len(payloads) / elapsed, peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        connection.close()
+
+
+def _run(queue: Queue, payloads: list[dict[str, Any]], *, done_before: int) -> None:
+    for payload in payloads:
+        if not enqueue_extract(queue, payload, timeout=600):
+            raise SystemExit(f"job for {payload['item_key']} was already queued")
+    target = done_before + len(payloads)
+    while _ended(queue) < target:
+        time.sleep(0.01)
+    if queue.failed_job_registry.count:
+        raise SystemExit(f"{queue.failed_job_registry.count} jobs failed")
+
+
+def _ended(queue: Queue) -> int:
+    return int(queue.finished_job_registry.count + queue.failed_job_registry.count)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def prepare_database(engine: Engine, *, reset: bool) -> None:
+    upgrade(engine)
+    with engine.connect() as conn:
+        existing = conn.scalar(select(func.count()).select_from(Article)) or 0
+    if existing and not reset:
+        raise SystemExit(
+            f"the database already holds {existing} articles; the inputs would be duplicates. "
+            "Use an empty database or pass --reset (deletes every row)."
+        )
+    if existing or reset:
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        with engine.begin() as conn:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+def register_feeds(engine: Engine) -> tuple[int, int]:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    sessions = session_factory(engine)
+    with transaction(sessions) as s:
+        http = feeds.add_feed(s, url="https://www.latimes.test/bench.xml", kind="http",
+                              interval_seconds=900, now=now)  # fmt: skip
+        folder = feeds.add_feed(s, url="folder:/bench", kind="folder", interval_seconds=5,
+                                now=now)  # fmt: skip
+    return http.id, folder.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", type=int, default=400, help="measured jobs (default 400)")
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--reset", action="store_true", help="empty a non-empty database first")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        redis_url = args.redis_url
+        if not redis_url:
+            redis_url = stack.enter_context(EmbeddedRedis(tmp / "r", persistent=False)).url
+        env = {
+            "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
+            "REDIS_URL": redis_url, "NEWSDESK_DATA_DIR": str(tmp), "NEWSDESK_SEEDS_DIR": "",
+            "NEWSDESK_EXTRACT_QUEUE": f"bench-extract-{os.getpid()}", "NEWSDESK_WORKERS": "1",
+            "NEWSDESK_LOG_LEVEL": "INFO",
+        }  # fmt: skip
+        settings = Settings.from_env(env)
+        engine = make_engine(settings.database_url)
+        prepare_database(engine, reset=args.reset)
+        http_id, folder_id = register_feeds(engine)
+        everything = build_inputs(WARMUP + args.inputs, http_id, folder_id)
+        # The originals are measured; the warm-up takes inputs from the end.
+        payloads, warmup = everything[: args.inputs], everything[args.inputs :]
+        pages = sum(1 for p in payloads if p["kind"] == "feed")
+        backend = settings.database_url.split(":", 1)[0]
+        print(f"extract bench: backend={backend} inputs={len(payloads)} ({pages} HTML pages, "
+              f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
+
+        loop_rate = baseline(payloads, warmup)
+        print(f"  baseline: extract + NER in a loop        {loop_rate:7.1f} articles/s")
+        child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        worker_rate, rss = through_worker(settings, child_env, payloads, warmup,
+                                          tmp / "worker.log")  # fmt: skip
+        with engine.connect() as conn:
+            articles = conn.scalar(select(func.count()).select_from(Article)) or 0
+            errors = conn.scalar(
+                select(func.count()).select_from(Sighting).where(Sighting.error_code.is_not(None))
+            )
+        engine.dispose()
+        print(f"  worker:   queue + extract + dedup + NER + SQL {worker_rate:7.1f} articles/s"
+              f"   (articles stored {articles}, item errors {errors})")  # fmt: skip
+        print(f"  ratio worker / baseline: {worker_rate / loop_rate:6.1%}   (target >= 85%)")
+        print(f"  worker peak RSS (VmHWM): {rss:6.0f} MB   (target < 400 MB)")
+
+
+if __name__ == "__main__":
+    main()
