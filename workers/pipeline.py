@@ -1,25 +1,39 @@
-"""The extraction pipeline: payload -> article, entities and event, deduplicated, idempotent."""
+"""The extraction pipeline: payload -> article, entities and event, deduplicated, idempotent.
+
+Dedup order: same feed item (sighting) -> canonical URL -> exact normalised-text hash ->
+near-duplicate (services/core/neardup.py) -> new article. A lookup outside any transaction
+decides whether NER is needed (a duplicate skips it); the decision that counts is taken again
+inside the write transaction, under the dedup lock, so concurrent workers decide as if they
+ran one after the other.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.core import neardup
 from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, events, feeds
+from services.db import articles, entities, events, feeds, stories
 from services.db.articles import ItemRef
 from services.db.engine import transaction
 from workers.context import WorkerContext
 
 log = logging.getLogger("newsdesk.worker")
+
+# At most this many ``article.updated`` events per article per window: a live blog or a feed
+# that rewrites its items every poll must not flood subscribers. Beyond the cap the article is
+# still updated, silently (logged as ``article.update_capped``).
+UPDATE_EVENTS_PER_WINDOW = 3
+UPDATE_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -30,9 +44,19 @@ class Outcome:
     article_id: int | None = None
     reason: str | None = None
     event_id: int | None = None
+    story_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where an item goes: onto an existing article (a copy), or a new one in some story."""
+
+    article_id: int | None = None  # the stored article the item is a copy of
+    reason: str | None = None  # url | content | near_duplicate
+    story_like: int | None = None  # a stored article of the same story, for a new article
 
 
 def process(ctx: WorkerContext, raw: Any) -> Outcome:
@@ -73,23 +97,79 @@ def _process(ctx: WorkerContext, item: ItemPayload) -> Outcome:
             )
         return Outcome("error", reason=exc.code)
     ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url)
+    sketch = neardup.sketch(extracted.text)
     if state is not None and state.article_id is not None:
-        return _changed(ctx, ref, state.article_id, extracted)
+        return _changed(ctx, ref, state.article_id, extracted, sketch)
     with ctx.sessions() as session:
-        dup = _find_duplicate(session, extracted)
-    if dup is not None:
-        return _attach(ctx, ref, extracted, *dup)
-    return _store_new(ctx, ref, extracted)
+        hint = _decide(session, extracted, sketch)
+    found = None if hint.article_id is not None else _entities(ctx, extracted)
+    return _store(ctx, ref, extracted, sketch, found)
 
 
-def _find_duplicate(session: Session, extracted: Extracted) -> tuple[int, str] | None:
+def _decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
     by_url = articles.find_by_urls(session, extracted.urls)
     if by_url is not None:
-        return by_url, "url"
+        return Decision(by_url, "url")
     by_text = articles.find_by_content(session, extracted.content_hash)
     if by_text is not None:
-        return by_text, "content"
-    return None
+        return Decision(by_text, "content")
+    match = stories.find_similar(session, sketch)
+    if match is None:
+        return Decision()
+    if match.relation is neardup.Relation.DUPLICATE:
+        return Decision(match.article_id, "near_duplicate")
+    return Decision(story_like=match.article_id)
+
+
+def _store(
+    ctx: WorkerContext,
+    ref: ItemRef,
+    extracted: Extracted,
+    sketch: neardup.Sketch | None,
+    found: list[FoundEntity] | None,
+) -> Outcome:
+    """Attach the item to its article or store a new one, deciding again under the lock."""
+    with transaction(ctx.sessions) as session:
+        stories.lock_dedup(session)
+        now = ctx.clock()
+        decision = _decide(session, extracted, sketch)
+        if decision.article_id is not None:
+            articles.attach(
+                session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
+            )
+            return Outcome("duplicate", decision.article_id, reason=decision.reason)
+        if found is not None:
+            return _insert(session, ref, extracted, sketch, found, decision, now)
+    # The copy seen before the lock is gone (its article's text changed): a new article, so
+    # it needs its entities after all.
+    return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted))
+
+
+def _insert(
+    session: Session,
+    ref: ItemRef,
+    extracted: Extracted,
+    sketch: neardup.Sketch | None,
+    found: list[FoundEntity],
+    decision: Decision,
+    now: datetime,
+) -> Outcome:
+    article_id = articles.insert_article(session, extracted=extracted, now=now)
+    if article_id is None:
+        # Only a writer that skips the dedup lock can get here; the job's retry attaches.
+        raise RuntimeError("article insert conflicted under the dedup lock")
+    articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
+    if decision.story_like is None:
+        story_id = stories.start_story(session, article_id=article_id, now=now)
+    else:
+        story_id = stories.join_story(
+            session, article_id=article_id, like=decision.story_like, now=now
+        )
+    stories.index_article(session, article_id=article_id, sketch=sketch)
+    event_id = _record(
+        session, event_type="article.created", article_id=article_id, ref=ref, found=found, now=now
+    )
+    return Outcome("created", article_id, event_id=event_id, story_id=story_id)
 
 
 def _attach(
@@ -118,7 +198,7 @@ def _record(
     changes: dict[str, Any] | None = None,
 ) -> int:
     """Write the article's entities and the event telling subscribers about it."""
-    stored = articles.replace_entities(session, article_id=article_id, found=found, now=now)
+    stored = entities.store_entities(session, article_id=article_id, found=found, now=now)
     payload = articles.article_event_payload(
         session, article_id=article_id, feed_id=ref.feed_id, entities=stored
     )
@@ -134,32 +214,18 @@ def _record(
     )
 
 
-def _store_new(ctx: WorkerContext, ref: ItemRef, extracted: Extracted) -> Outcome:
-    found = _entities(ctx, extracted)
-    with transaction(ctx.sessions) as session:
-        now = ctx.clock()
-        article_id = articles.insert_article(session, extracted=extracted, now=now)
-        if article_id is None:
-            # Another worker stored the same URL or text between our lookup and insert.
-            dup = _find_duplicate(session, extracted)
-            if dup is None:
-                raise RuntimeError("article insert conflicted but no duplicate was found")
-            articles.attach(session, article_id=dup[0], item=ref, urls=extracted.urls, now=now)
-            return Outcome("duplicate", dup[0], reason=dup[1])
-        articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
-        event_id = _record(
-            session,
-            event_type="article.created",
-            article_id=article_id,
-            ref=ref,
-            found=found,
-            now=now,
-        )
-    return Outcome("created", article_id, event_id=event_id)
+def _changed(
+    ctx: WorkerContext,
+    ref: ItemRef,
+    article_id: int,
+    extracted: Extracted,
+    sketch: neardup.Sketch | None,
+) -> Outcome:
+    """A known item came back with different content.
 
-
-def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extracted) -> Outcome:
-    """A known item came back with different content."""
+    Only a material change gets here: a new title or text (their normalised hash moved). A
+    tracking parameter, a timestamp, a byline, case or punctuation keep the hash: attach only.
+    """
     with ctx.sessions() as session:
         same_text = articles.find_by_content(session, extracted.content_hash)
     if same_text is not None:
@@ -167,6 +233,7 @@ def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extra
         return _attach(ctx, ref, extracted, same_text, "content")
     found = _entities(ctx, extracted)
     with transaction(ctx.sessions) as session:
+        stories.lock_dedup(session)  # the article's bands change under other workers' lookups
         now = ctx.clock()
         changes = articles.update_article(
             session, article_id=article_id, extracted=extracted, now=now
@@ -174,6 +241,18 @@ def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extra
         articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
         if not changes:
             return Outcome("unchanged", article_id, reason="same_article")
+        if "text" in changes["fields"]:
+            stories.index_article(session, article_id=article_id, sketch=sketch)
+        if _update_capped(session, article_id, now):
+            entities.store_entities(session, article_id=article_id, found=found, now=now)
+            log.info(
+                "article.update_capped article_id=%d fields=%s cap=%d window_h=%d",
+                article_id,
+                ",".join(changes["fields"]),
+                UPDATE_EVENTS_PER_WINDOW,
+                UPDATE_WINDOW.total_seconds() // 3600,
+            )
+            return Outcome("updated", article_id, reason="event_capped")
         event_id = _record(
             session,
             event_type="article.updated",
@@ -184,3 +263,10 @@ def _changed(ctx: WorkerContext, ref: ItemRef, article_id: int, extracted: Extra
             changes=changes,
         )
     return Outcome("updated", article_id, event_id=event_id)
+
+
+def _update_capped(session: Session, article_id: int, now: datetime) -> bool:
+    sent = articles.events_since(
+        session, article_id=article_id, type="article.updated", since=now - UPDATE_WINDOW
+    )
+    return sent >= UPDATE_EVENTS_PER_WINDOW

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.core.entities import ArticleEntity as FoundEntity
 from services.core.extract import Extracted
+from services.db.entities import StoredEntity
 from services.db.feeds import key_hash
-from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Sighting
+from services.db.models import Article, ArticleUrl, Event, Sighting
 from services.db.upsert import insert_for, insert_ignore
 
 
@@ -22,13 +22,6 @@ class SightingState:
     article_id: int | None
     content_hash: str
     error_code: str | None
-
-
-@dataclass(frozen=True)
-class StoredEntity:
-    id: int
-    name: str
-    type: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +55,18 @@ def find_by_urls(session: Session, urls: Sequence[str]) -> int | None:
 
 def find_by_content(session: Session, content_hash: str) -> int | None:
     return session.scalar(select(Article.id).where(Article.content_hash == content_hash))
+
+
+def events_since(session: Session, *, article_id: int, type: str, since: datetime) -> int:
+    """How many ``type`` events the article had from ``since`` on (caps update events)."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.article_id == article_id, Event.type == type, Event.created_at >= since)
+        )
+        or 0
+    )
 
 
 def attach(
@@ -109,7 +114,7 @@ def insert_article(session: Session, *, extracted: Extracted, now: datetime) -> 
             "byline": extracted.byline,
             "published_at": published,
             "sort_at": published if published is not None and published <= now else now,
-            "language": None,
+            "language": extracted.language,
             "text": extracted.text,
             "summary": extracted.summary,
             "content_hash": extracted.content_hash,
@@ -136,6 +141,7 @@ def update_article(
         "byline": extracted.byline,
         "content_hash": extracted.content_hash,
         "boilerplate": extracted.boilerplate,
+        "language": extracted.language,
     }
     changed: dict[str, Any] = {}
     for name, value in new.items():
@@ -147,80 +153,6 @@ def update_article(
         return {}
     row.updated_at = now
     return {"fields": sorted(changed)} | {k: v for k, v in changed.items() if v is not None}
-
-
-def replace_entities(
-    session: Session, *, article_id: int, found: Sequence[FoundEntity], now: datetime
-) -> list[StoredEntity]:
-    """Make the article's mentions exactly ``found``; keeps article counts exact.
-
-    Entities are inserted in (type, key) order so concurrent writers lock in the same order.
-    """
-    ordered = sorted(found, key=lambda e: (e.type, e.key))
-    for ent in ordered:
-        insert_ignore(
-            session,
-            Entity,
-            {
-                "type": ent.type,
-                "key": ent.key,
-                "name": ent.name,
-                "aliases": sorted(set(ent.surface_forms)),
-                "article_count": 0,
-                "first_seen_at": now,
-                "last_seen_at": now,
-            },
-        )
-    ids: dict[tuple[str, str], Entity] = {}
-    for ent in ordered:
-        row = session.scalars(
-            select(Entity).where(Entity.type == ent.type, Entity.key == ent.key)
-        ).one()
-        ids[(ent.type, ent.key)] = row
-        aliases = sorted(set(row.aliases or []) | set(ent.surface_forms))
-        if aliases != row.aliases:
-            row.aliases = aliases
-        row.last_seen_at = now
-    wanted = {ids[(e.type, e.key)].id: e for e in ordered}
-    removed = session.scalars(
-        delete(ArticleEntity)
-        .where(
-            ArticleEntity.article_id == article_id,
-            ArticleEntity.entity_id.not_in(list(wanted) or [-1]),
-        )
-        .returning(ArticleEntity.entity_id)
-    ).all()
-    if removed:
-        session.execute(
-            update(Entity)
-            .where(Entity.id.in_(removed))
-            .values(article_count=Entity.article_count - 1)
-        )
-    for entity_id, ent in wanted.items():
-        inserted = insert_ignore(
-            session,
-            ArticleEntity,
-            {
-                "article_id": article_id,
-                "entity_id": entity_id,
-                "mentions": ent.mentions,
-                "first_offset": ent.first_offset,
-            },
-            returning=[ArticleEntity.entity_id],
-        )
-        if inserted is not None:
-            session.execute(
-                update(Entity)
-                .where(Entity.id == entity_id)
-                .values(article_count=Entity.article_count + 1)
-            )
-        else:
-            session.execute(
-                update(ArticleEntity)
-                .where(ArticleEntity.article_id == article_id, ArticleEntity.entity_id == entity_id)
-                .values(mentions=ent.mentions, first_offset=ent.first_offset)
-            )
-    return [StoredEntity(id=eid, name=e.name, type=e.type) for eid, e in wanted.items()]
 
 
 def article_event_payload(
@@ -235,6 +167,7 @@ def article_event_payload(
             "canonical_url": row.canonical_url,
             "published_at": row.published_at.isoformat() if row.published_at else None,
             "summary": row.summary,
+            "story_id": row.story_id,
         },
         "feed_id": feed_id,
         "entities": [{"id": e.id, "name": e.name, "type": e.type} for e in entities],

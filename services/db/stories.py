@@ -1,0 +1,180 @@
+"""Stories repository: the near-duplicate index (LSH bands), the dedup lock, story membership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, text, tuple_, update
+from sqlalchemy.orm import Session
+
+from services.core import neardup
+from services.core.errors import NotFound
+from services.db.models import Article, ArticleBand, Story
+
+# pg_advisory_xact_lock key of the "find a duplicate, then insert" step ("newsdup" in ASCII).
+DEDUP_LOCK_KEY = 0x6E_65_77_73_64_75_70
+# Candidates verified per lookup, most shared bands first. Real clusters share most of their
+# 64 bands; the cap bounds the work when boilerplate makes many articles share a few.
+MAX_CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class StoryMember:
+    id: int
+    title: str
+
+
+@dataclass(frozen=True)
+class StoryRef:
+    """An article's story, for the article detail: counts and the other members."""
+
+    id: int
+    article_count: int
+    others: tuple[StoryMember, ...]
+
+
+@dataclass(frozen=True)
+class StoryArticle:
+    id: int
+    title: str
+    url: str | None
+    published_at: datetime | None
+    sort_at: datetime
+    summary: str | None
+
+
+@dataclass(frozen=True)
+class StoryDetail:
+    id: int
+    article_count: int
+    first_article_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    articles: tuple[StoryArticle, ...]
+    more: bool
+
+
+def lock_dedup(session: Session) -> None:
+    """Serialise dedup decisions with their writes until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, the writer's
+    ``BEGIN IMMEDIATE`` already holds the database's single write lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEDUP_LOCK_KEY})
+
+
+def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch | None) -> None:
+    """Make the article's stored bands those of ``sketch`` (none for a short text)."""
+    session.execute(delete(ArticleBand).where(ArticleBand.article_id == article_id))
+    if sketch is None:
+        return
+    session.execute(
+        insert(ArticleBand),
+        [
+            {"article_id": article_id, "band": band, "value": value}
+            for band, value in enumerate(sketch.bands)
+        ],
+    )
+
+
+def candidates(
+    session: Session, sketch: neardup.Sketch, *, limit: int = MAX_CANDIDATES
+) -> list[tuple[int, frozenset[int]]]:
+    """Stored articles sharing a band with ``sketch``, with their shingles for verification."""
+    hits = func.count().label("hits")
+    ids = list(
+        session.scalars(
+            select(ArticleBand.article_id)
+            .where(tuple_(ArticleBand.band, ArticleBand.value).in_(list(enumerate(sketch.bands))))
+            .group_by(ArticleBand.article_id)
+            .order_by(hits.desc(), ArticleBand.article_id)
+            .limit(limit)
+        )
+    )
+    if not ids:
+        return []
+    rows = session.execute(select(Article.id, Article.text).where(Article.id.in_(ids)))
+    return [(article_id, neardup.shingles(body)) for article_id, body in rows]
+
+
+def find_similar(session: Session, sketch: neardup.Sketch | None) -> neardup.Match | None:
+    """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup)."""
+    if sketch is None:
+        return None
+    return neardup.best_match(sketch.shingles, candidates(session, sketch))
+
+
+def start_story(session: Session, *, article_id: int, now: datetime) -> int:
+    """A new story whose first member is ``article_id``."""
+    story = Story(article_count=1, first_article_id=article_id, created_at=now, updated_at=now)
+    session.add(story)
+    session.flush()
+    session.execute(update(Article).where(Article.id == article_id).values(story_id=story.id))
+    return story.id
+
+
+def join_story(session: Session, *, article_id: int, like: int, now: datetime) -> int:
+    """Put ``article_id`` in the story of article ``like`` (starting one if it has none)."""
+    story_id = session.scalar(select(Article.story_id).where(Article.id == like))
+    if story_id is None:
+        story_id = start_story(session, article_id=like, now=now)
+    session.execute(update(Article).where(Article.id == article_id).values(story_id=story_id))
+    session.execute(
+        update(Story)
+        .where(Story.id == story_id)
+        .values(article_count=Story.article_count + 1, updated_at=now)
+    )
+    return story_id
+
+
+def story_ref(
+    session: Session, story_id: int | None, *, article_id: int, others: int = 20
+) -> StoryRef | None:
+    """The story of an article with up to ``others`` other members, newest first."""
+    if story_id is None:
+        return None
+    count = session.scalar(select(Story.article_count).where(Story.id == story_id))
+    if count is None:
+        return None
+    members = session.execute(
+        select(Article.id, Article.title)
+        .where(Article.story_id == story_id, Article.id != article_id)
+        .order_by(Article.sort_at.desc(), Article.id.desc())
+        .limit(others)
+    )
+    return StoryRef(story_id, count, tuple(StoryMember(i, t) for i, t in members))
+
+
+def get_story(
+    session: Session, story_id: int, *, limit: int, cursor: tuple[datetime, int] | None = None
+) -> StoryDetail:
+    """A story with a page of its articles, newest first (keyset on sort_at, id). NotFound."""
+    story = session.get(Story, story_id)
+    if story is None:
+        raise NotFound(f"no story with id {story_id}")
+    stmt = (
+        select(
+            Article.id, Article.title, Article.canonical_url, Article.published_at,
+            Article.sort_at, Article.summary,
+        )
+        .where(Article.story_id == story_id)
+        .order_by(Article.sort_at.desc(), Article.id.desc())
+        .limit(limit + 1)
+    )  # fmt: skip
+    if cursor is not None:
+        stmt = stmt.where(tuple_(Article.sort_at, Article.id) < cursor)
+    rows = list(session.execute(stmt))
+    return StoryDetail(
+        id=story.id,
+        article_count=story.article_count,
+        first_article_id=story.first_article_id,
+        created_at=story.created_at,
+        updated_at=story.updated_at,
+        articles=tuple(
+            StoryArticle(id=i, title=t, url=u, published_at=p, sort_at=s, summary=m)
+            for i, t, u, p, s, m in rows[:limit]
+        ),
+        more=len(rows) > limit,
+    )

@@ -1,0 +1,294 @@
+"""Near-duplicates and stories on real rq workers, real Redis and real SQL, from real texts."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.config import Settings
+from services.core import neardup
+from services.core.entities import RawMention
+from services.db import feeds
+from services.db.engine import session_factory, transaction
+from services.db.models import Article, ArticleUrl, Event, Sighting, Story
+from services.queue import enqueue_extract, extract_queue, redis_client
+from tests.syndication import (
+    LATIMES_MAY,
+    Text,
+    item,
+    later,
+    payload,
+    seed,
+    sentence_rewritten,
+    upper,
+    wire,
+    wire_copy,
+)
+from workers.context import WorkerContext, install
+from workers.pipeline import UPDATE_EVENTS_PER_WINDOW, process
+
+BBC_JUNE = "bbc__20200602T094259Z.xml"
+BBC_JULY = "bbc__20200722T131157Z.xml"
+NYT_APRIL = "nytimes__20200428T012704Z.xml"
+NYT_MAY = "nytimes__20200517T221855Z.xml"
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _feed(db: sessionmaker[Session], url: str) -> int:
+    with transaction(db) as s:
+        return feeds.add_feed(s, url=url, kind="http", interval_seconds=900, now=T0).id
+
+
+def enqueue(settings: Settings, job: dict[str, Any]) -> bool:
+    return enqueue_extract(extract_queue(settings, redis_client(settings)), job, timeout=60)
+
+
+def partition(db: sessionmaker[Session], column: Any) -> frozenset[frozenset[str]]:
+    """Item keys grouped by the article (or the story) their sighting ended up in."""
+    with db() as s:
+        rows = s.execute(
+            select(Sighting.item_key, column).join(Article, Article.id == Sighting.article_id)
+        )
+        groups: dict[int, set[str]] = {}
+        for key, group in rows:
+            groups.setdefault(group, set()).add(key)
+    return frozenset(frozenset(g) for g in groups.values())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class CountingRecogniser:
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    def recognise(self, text: str) -> list[RawMention]:
+        self.calls += 1
+        result: list[RawMention] = self.inner.recognise(text)
+        return result
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ner(recogniser: Any) -> CountingRecogniser:
+    return CountingRecogniser(recogniser)
+
+
+@pytest.fixture
+def ctx(
+    settings: Settings, engine: Engine, ner: CountingRecogniser, clock: Clock
+) -> Iterator[WorkerContext]:
+    """The worker context of these tests: the real model behind a call counter, a set clock."""
+    context = WorkerContext(
+        settings=settings, sessions=session_factory(engine), recogniser=ner, clock=clock
+    )
+    install(context)
+    yield context
+    install(None)
+
+
+def test_wire_copy_is_one_article_with_two_sightings(
+    settings: Settings, db: Any, burst: Callable[[], int]
+) -> None:
+    s = seed()
+    a, b = _feed(db, "http://a.test/rss"), _feed(db, "http://b.test/rss")
+    assert enqueue(settings, payload(a, s))
+    assert enqueue(settings, payload(b, wire(s)))
+    assert burst() == 2
+    with db() as session:
+        (article,) = session.scalars(select(Article)).all()
+        events = session.scalars(select(Event)).all()
+        urls = set(session.scalars(select(ArticleUrl.url)))
+        (story,) = session.scalars(select(Story)).all()
+    with db() as session:
+        assert len(session.scalars(select(Sighting)).all()) == 2
+    assert [e.type for e in events] == ["article.created"]
+    assert article.title == s.title and "(AP)" not in article.text
+    assert {s.url, wire(s).url} <= urls
+    assert (article.story_id, story.article_count, story.first_article_id) == (
+        story.id,
+        1,
+        article.id,
+    )
+
+
+def test_duplicate_skips_ner_and_says_why(
+    ctx: WorkerContext, db: Any, ner: CountingRecogniser
+) -> None:
+    s = seed()
+    a, b = _feed(db, "http://a.test/rss"), _feed(db, "http://b.test/rss")
+    first = process(ctx, payload(a, s))
+    calls = ner.calls
+    second = process(ctx, payload(b, wire(s)))
+    assert (first.status, second.status) == ("created", "duplicate")
+    assert (second.reason, second.article_id) == ("near_duplicate", first.article_id)
+    assert ner.calls == calls
+
+
+def test_other_articles_on_the_topic(ctx: WorkerContext, db: Any) -> None:
+    """A follow-up sharing the top of the story is its own article in the same story; a short
+    real NYT item on Israelis and Palestinians is its own article and its own story."""
+    s = seed()
+    nyt = replace(item(NYT_APRIL, "israel-palestinian-memorial-day"), key="nyt-israel")
+    fids = [_feed(db, f"http://f{i}.test/rss") for i in range(3)]
+    outcomes = [process(ctx, payload(f, t)) for f, t in zip(fids, (s, later(s), nyt), strict=True)]
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert outcomes[1].story_id == outcomes[0].story_id
+    assert outcomes[2].story_id != outcomes[0].story_id
+    with db() as session:
+        story = session.get(Story, outcomes[0].story_id)
+        assert story is not None and story.article_count == 2
+        assert story.first_article_id == outcomes[0].article_id
+
+
+def test_short_items_never_merge(ctx: WorkerContext, db: Any) -> None:
+    """Two real BBC items whose descriptions are 73% alike (a daily briefing's template)."""
+    one = replace(item(BBC_JUNE, "uk-52885093"), key="bbc-june")
+    two = replace(item(BBC_JULY, "uk-53491404"), key="bbc-july")
+    assert neardup.similarity(neardup.shingles(one.body), neardup.shingles(two.body)).jaccard > 0.7
+    fa, fb = _feed(db, "http://a.test/rss"), _feed(db, "http://b.test/rss")
+    first, second = process(ctx, payload(fa, one)), process(ctx, payload(fb, two))
+    assert (first.status, second.status) == ("created", "created")
+    assert first.story_id != second.story_id
+    assert partition(db, Article.id) == {frozenset({"bbc-june"}), frozenset({"bbc-july"})}
+
+
+def mix() -> list[tuple[Text, str | None]]:
+    """Items (with an optional link override) and the grouping they must end in."""
+    s = seed()
+    concerts = replace(item(LATIMES_MAY, "concerts-reopening"), key="concerts")
+    return [
+        (s, None),
+        (wire(s), None),
+        (wire_copy(s, key="seed-trim", headline=s.title, keep=10), None),
+        (upper(s, key="seed-caps"), None),  # equal after normalisation: the exact hash
+        # The seed's link with a tracking parameter, under another headline: the URL.
+        (replace(s, key="seed-link", title="Blinken to visit Egypt"), s.url + "?utm_source=rss"),
+        (later(s), None),
+        (concerts, None),
+        (sentence_rewritten(concerts, key="concerts-copy", dateline="LOS ANGELES"), None),
+        (replace(item(LATIMES_MAY, "gavin-newsom-twitter"), key="newsom"), None),
+        (replace(item(BBC_JUNE, "uk-52885093"), key="bbc-june"), None),
+        (replace(item(BBC_JULY, "uk-53491404"), key="bbc-july"), None),
+        (replace(item(NYT_MAY, "barack-obama-2020"), key="nyt-obama"), None),
+    ]
+
+
+SEED_ARTICLE = frozenset({"seed", "seed-ap", "seed-trim", "seed-caps", "seed-link"})
+ARTICLES = {
+    SEED_ARTICLE,
+    frozenset({"follow-up"}),
+    frozenset({"concerts", "concerts-copy"}),
+    *(frozenset({k}) for k in ("newsom", "bbc-june", "bbc-july", "nyt-obama")),
+}
+STORIES = {
+    SEED_ARTICLE | {"follow-up"},
+    frozenset({"concerts", "concerts-copy"}),
+    *(frozenset({k}) for k in ("newsom", "bbc-june", "bbc-july", "nyt-obama")),
+}
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_grouping_does_not_depend_on_order_or_workers(
+    ctx: WorkerContext, db: Any, order: int, workers: int
+) -> None:
+    jobs = [
+        payload(_feed(db, f"http://feed{i}.test/rss"), text, url=url)
+        for i, (text, url) in enumerate(mix())
+    ]
+    random.Random(order).shuffle(jobs)
+    pending = list(jobs)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(workers)
+
+    def work() -> None:
+        barrier.wait()
+        while True:
+            with lock:
+                if not pending:
+                    return
+                job = pending.pop(0)
+            try:
+                process(ctx, job)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert partition(db, Article.id) == ARTICLES
+    assert partition(db, Article.story_id) == STORIES
+    with db() as session:
+        created = session.scalars(select(Event).where(Event.type == "article.created")).all()
+        stories = {s.id: s.article_count for s in session.scalars(select(Story))}
+    assert len(created) == len(ARTICLES)
+    assert sorted(stories.values()) == sorted(sum(a <= st for a in ARTICLES) for st in STORIES)
+
+
+def test_update_events_are_capped_per_day(ctx: WorkerContext, db: Any, clock: Clock) -> None:
+    s = seed()
+    fid = _feed(db, "http://example.test/rss")
+    outcomes = [process(ctx, payload(fid, s, guid="g"))]
+    for n in range(1, 6):
+        clock.now = T0 + timedelta(hours=n)
+        edited = replace(s, title=f"{s.title} (update {n})")
+        outcomes.append(process(ctx, payload(fid, edited, guid="g")))
+    assert [o.status for o in outcomes] == ["created"] + ["updated"] * 5
+    assert [o.reason for o in outcomes[4:]] == ["event_capped", "event_capped"]
+    with db() as session:
+        (article,) = session.scalars(select(Article)).all()
+        types = [e.type for e in session.scalars(select(Event).order_by(Event.id))]
+    assert article.title.endswith("(update 5)")
+    assert types == ["article.created"] + ["article.updated"] * UPDATE_EVENTS_PER_WINDOW
+    # A day after the first update, the window has room again.
+    clock.now = T0 + timedelta(hours=25, minutes=1)
+    again = process(ctx, payload(fid, replace(s, title="Blinken lands in Israel"), guid="g"))
+    assert (again.status, again.reason, again.event_id is not None) == ("updated", None, True)
+
+
+def test_tracking_parameter_byline_and_case_are_not_news(ctx: WorkerContext, db: Any) -> None:
+    s = seed()
+    fid = _feed(db, "http://example.test/rss")
+    process(ctx, payload(fid, s, guid="g"))
+    moved = process(ctx, payload(fid, s, guid="g", url=s.url + "?utm_campaign=x"))
+    signed = process(
+        ctx, payload(fid, s, guid="g") | {"author": "Tracy Wilkinson", "content_hash": "b" * 64}
+    )
+    recased = process(ctx, payload(fid, replace(s, title=s.title.upper()), guid="g"))
+    assert [o.status for o in (moved, signed, recased)] == ["duplicate"] * 3
+    with db() as session:
+        assert [e.type for e in session.scalars(select(Event))] == ["article.created"]
+
+
+def test_changed_text_is_reindexed(ctx: WorkerContext, db: Any) -> None:
+    """After its item is rewritten, an article is found by its new text, not its old one."""
+    s, concerts = seed(), item(LATIMES_MAY, "concerts-reopening")
+    fa, fb, fc = (_feed(db, f"http://{x}.test/rss") for x in "abc")
+    first = process(ctx, payload(fa, s, guid="g"))
+    process(ctx, payload(fa, replace(concerts, title=s.title), guid="g"))
+    copy = process(ctx, payload(fb, sentence_rewritten(concerts, key="c", dateline="LA")))
+    fresh = process(ctx, payload(fc, wire(s)))
+    assert (copy.status, copy.article_id) == ("duplicate", first.article_id)
+    assert fresh.status == "created"
