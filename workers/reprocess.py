@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from services.core.entities import canonicalise
-from services.db import articles
+from services.db import entities
 from services.db.engine import transaction
 from services.db.models import Article
 from workers.context import WorkerContext
@@ -23,7 +23,7 @@ def reprocess(ctx: WorkerContext, article_id: int) -> dict[str, object]:
         text = f"{row.title}\n\n{row.text}"
     found = canonicalise(text, ctx.recogniser.recognise(text))
     with transaction(ctx.sessions) as session:
-        stored = articles.replace_entities(
+        stored = entities.store_entities(
             session, article_id=article_id, found=found, now=ctx.clock()
         )
     log.info("article.reprocessed article_id=%d entities=%d", article_id, len(stored))

@@ -19,12 +19,13 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from services.config import Settings
+from services.core.page import warm_up
 from services.db.engine import make_engine, session_factory
 from services.logs import setup_logging
 from services.procs import detach_and_die_with_parent
 from services.queue import extract_queue, redis_client
 from workers.context import WorkerContext, install
-from workers.nlp import Recogniser, load_model
+from workers.nlp import Recogniser, known_names_loader, load_model
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -34,10 +35,13 @@ RESTART_DELAY = 2.0
 def build_context(settings: Settings) -> WorkerContext:
     """Load the model and open the database: once per worker process."""
     started = time.monotonic()
-    recogniser = Recogniser(load_model())
     engine = make_engine(settings.database_url, immediate=True, pool_size=2)
+    sessions = session_factory(engine)
+    # Names the service already knows are recognised where the model misses them.
+    recogniser = Recogniser(load_model(), loader=known_names_loader(sessions))
+    warm_up()  # the language identifier loads its model on first use: not in the first job
     log.info("worker.ready model_ms=%d pid=%d", (time.monotonic() - started) * 1000, os.getpid())
-    return WorkerContext(settings=settings, sessions=session_factory(engine), recogniser=recogniser)
+    return WorkerContext(settings=settings, sessions=sessions, recogniser=recogniser)
 
 
 def resident_mb() -> float:
@@ -64,7 +68,7 @@ class NewsdeskWorker(SimpleWorker):
             self._stop_requested = True
 
 
-def make_worker(settings: Settings, name: str | None = None) -> SimpleWorker:
+def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
     connection = redis_client(settings)
     worker = NewsdeskWorker(
         [extract_queue(settings, connection)],

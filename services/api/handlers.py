@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 
 from aiohttp import web
 from sqlalchemy import text
@@ -87,7 +88,8 @@ async def list_entities(request: web.Request) -> web.Response:
 async def get_entity(request: web.Request) -> web.Response:
     params.check_names(request.query, ())
     entity_id = params.parse_id(request.match_info["id"])
-    entity = await read(request, lambda s: reads.get_entity(s, entity_id))
+    now = datetime.now(UTC)
+    entity = await read(request, lambda s: reads.get_entity(s, entity_id, now=now))
     return web.json_response(schemas.entity_detail(entity))
 
 

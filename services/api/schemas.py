@@ -10,14 +10,14 @@ from typing import Any
 from services.api.errors import Unprocessable
 from services.core.errors import InvalidInput
 from services.core.feedurl import normalise_feed_url
-from services.core.records import FeedRecord, ItemError
+from services.core.records import FULLTEXT_MODES, FeedRecord, ItemError
 from services.db.reads import ArticleDetail, ArticleSummary, EntityDetail, EntitySummary
 
 Json = dict[str, Any]
 
 MAX_TITLE_CHARS = 1000
 FEED_FIELDS = frozenset({"url", "title"})
-PATCH_FIELDS = frozenset({"title", "interval", "enabled"})
+PATCH_FIELDS = frozenset({"title", "interval", "enabled", "fulltext"})
 
 
 def iso(when: datetime | None) -> str | None:
@@ -56,6 +56,10 @@ def article_detail(a: ArticleDetail) -> Json:
         "text": a.text,
         "boilerplate": dict(a.boilerplate),
         "story_id": a.story_id,
+        "story": {"id": a.story.id, "article_count": a.story.article_count} if a.story else None,
+        "story_articles": [{"id": m.id, "title": m.title} for m in a.story.others]
+        if a.story
+        else [],
         "feed_ids": list(a.feed_ids),
         "urls": list(a.urls),
         "entities": [
@@ -92,6 +96,11 @@ def entity_detail(e: EntityDetail) -> Json:
     return entity_summary(e) | {
         "aliases": list(e.aliases),
         "recent_articles": [article_summary(a) for a in e.recent_articles],
+        "counts": [{"date": c.day.isoformat(), "articles": c.articles} for c in e.counts],
+        "co_occurring": [
+            {"id": c.id, "name": c.name, "type": c.type, "shared_articles": c.shared}
+            for c in e.co_occurring
+        ],
     }
 
 
@@ -119,6 +128,7 @@ def feed(f: FeedRecord) -> Json:
         "next_poll_at": iso(f.next_poll_at),
         "disabled_at": iso(f.disabled_at),
         "moved_from": f.moved_from,
+        "fulltext": f.fulltext,
         "has_etag": f.etag is not None,
         "has_last_modified": f.last_modified is not None,
         "created_at": iso(f.created_at),
@@ -174,7 +184,8 @@ def feed_patch(data: Any, *, min_interval: int, max_interval: int) -> dict[str, 
     """Validate a PATCH body into keyword arguments of ``feeds.update_feed``.
 
     ``title`` (string or null), ``interval`` (whole seconds within the bounds, or null for
-    the adaptive schedule) and ``enabled`` (boolean); each failure is a 422 naming the field.
+    the adaptive schedule), ``enabled`` (boolean) and ``fulltext`` (``auto``, ``always`` or
+    ``never``); each failure is a 422 naming the field.
     """
     if not isinstance(data, dict):
         raise Unprocessable("request body must be a JSON object", param="body")
@@ -193,6 +204,12 @@ def feed_patch(data: Any, *, min_interval: int, max_interval: int) -> dict[str, 
         if not isinstance(data["enabled"], bool):
             raise Unprocessable("enabled must be true or false", param="enabled")
         changes["enabled"] = data["enabled"]
+    if "fulltext" in data:
+        if data["fulltext"] not in FULLTEXT_MODES:
+            raise Unprocessable(
+                f"fulltext must be one of {', '.join(FULLTEXT_MODES)}", param="fulltext"
+            )
+        changes["fulltext"] = data["fulltext"]
     return changes
 
 

@@ -22,6 +22,8 @@ LABEL_TYPES: dict[str, str] = {
     "LAW": "law",
     "WORK_OF_ART": "work",
 }
+# Entity type -> the spaCy label a recognised name of that type is given.
+TYPE_LABELS: dict[str, str] = {t: label for label, t in LABEL_TYPES.items() if label != "LOC"}
 # fmt: off
 # Tie-break for the per-entity type vote: earlier wins.
 TYPE_PRIORITY: tuple[str, ...] = (
@@ -39,7 +41,7 @@ PERSON_TITLES: tuple[str, ...] = (
     "Mayor", "City Manager", "Councilmember", "Councilman", "Councilwoman",
     "Assemblyman", "Assemblywoman", "Congressman", "Congresswoman", "Supervisor",
     "Ambassador", "Chancellor", "Minister", "Secretary", "Commissioner", "Sheriff",
-    "Chairman", "Chairwoman", "Director", "Superintendent", "First Lady",
+    "Chairman", "Chairwoman", "Director", "Superintendent", "First Lady", "Special Agent",
     "General", "Gen.", "Lt. Gen.", "Maj. Gen.", "Brig. Gen.", "Col.", "Lt.", "Capt.",
     "Sgt.", "Adm.", "Maj.", "Cmdr.", "Mr.", "Mrs.", "Ms.", "Miss", "Mx.", "Dr.",
     "Prof.", "Professor", "Rev.", "Sir", "Dame", "Sheikh", "Former",
@@ -48,6 +50,8 @@ PERSON_TITLES: tuple[str, ...] = (
 _NOT_GIVEN_NAMES = frozenset((
     "The", "A", "An", "In", "On", "At", "But", "And", "Or", "Then", "When", "While", "As",
     "If", "So", "Yet", "For", "With", "By", "From", "To", "After", "Before", "Late",
+    "What", "Who", "Why", "How", "Where", "Which", "Does", "Did", "Is", "Are", "Was", "Were",
+    "Has", "Had", "Can", "This", "That", "Both", "Each", "Every", "All", "Even", "Now",
     "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
     "October", "November", "December",
@@ -125,6 +129,15 @@ def entity_key(name: str) -> str:
             break
         key = step
     return key
+
+
+def display_name(surface: str, label: str) -> str:
+    """How a mention reads as a name: tidied, and without leading titles for a person.
+
+    "the State Department’s" -> "State Department"; "President Biden" (PERSON) -> "Biden".
+    """
+    name = _tidy(" ".join(surface.split()))
+    return _strip_titles(name) if label == "PERSON" else name
 
 
 def canonicalise(text: str, mentions: Sequence[RawMention]) -> list[ArticleEntity]:

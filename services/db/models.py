@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -90,6 +91,8 @@ class Feed(Base):
     first_error_at: Mapped[datetime | None]
     throttled_until: Mapped[datetime | None]
     moved_from: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    # Article pages: `auto` (fetched for items without full content), `always` or `never`.
+    fulltext: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -115,6 +118,38 @@ class Article(Base):
     boilerplate: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Story(Base):
+    """Articles that are different texts of one news story (``articles.story_id``).
+
+    ``articles.story_id`` has no foreign key: adding one to an existing SQLite table means
+    rebuilding ``articles``, whose DROP would cascade into its children. The pipeline writes
+    both sides in one transaction, and neither row is ever deleted.
+    """
+
+    __tablename__ = "stories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    article_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_article_id: Mapped[int | None] = mapped_column(
+        ForeignKey("articles.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArticleBand(Base):
+    """Near-duplicate index: one MinHash LSH band value per band of an article's text."""
+
+    __tablename__ = "article_bands"
+    __table_args__ = (Index("ix_article_bands_band_value", "band", "value"),)
+
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class Sighting(Base):
@@ -168,6 +203,22 @@ class Entity(Base):
     article_count: Mapped[int] = mapped_column(Integer, default=0)
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EntityAlias(Base):
+    """A name an entity is known by; ``(type, key)`` leads to at most one entity."""
+
+    __tablename__ = "entity_aliases"
+    __table_args__ = (UniqueConstraint("type", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entity_id: Mapped[int] = mapped_column(
+        ForeignKey("entities.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(512))
+    alias: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ArticleEntity(Base):

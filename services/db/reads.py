@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Row, false, func, select, tuple_
@@ -14,7 +14,10 @@ from sqlalchemy.orm import Session
 
 from services.core.entities import entity_key
 from services.core.errors import NotFound
+from services.db import entities as entity_store
+from services.db.entity_profile import CoEntity, DayCount, entity_profile
 from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Feed, Sighting
+from services.db.stories import StoryRef, story_ref
 
 T = TypeVar("T")
 
@@ -82,6 +85,7 @@ class ArticleDetail:
     sources: tuple[ArticleSource, ...]
     created_at: datetime
     updated_at: datetime
+    story: StoryRef | None = None
 
     @property
     def feed_ids(self) -> tuple[int, ...]:
@@ -109,6 +113,8 @@ class EntityDetail:
     first_seen_at: datetime
     last_seen_at: datetime
     recent_articles: tuple[ArticleSummary, ...]
+    counts: tuple[DayCount, ...] = ()
+    co_occurring: tuple[CoEntity, ...] = ()
 
 
 _SUMMARY_COLUMNS = (
@@ -211,11 +217,12 @@ def get_article(session: Session, article_id: int) -> ArticleDetail:
         ),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        story=story_ref(session, row.story_id, article_id=row.id),
     )
 
 
 def find_entity_ids(session: Session, ref: str) -> list[int]:
-    """Entities a client reference denotes: an id, else every entity whose key matches the name.
+    """Entities a client reference denotes: an id, else every entity known by that name or alias.
 
     A name can match several entities (one per type: "Washington" the person and the place);
     the most mentioned comes first. Unknown references give an empty list.
@@ -224,13 +231,7 @@ def find_entity_ids(session: Session, ref: str) -> list[int]:
     if _DIGITS.fullmatch(ref):
         found = session.scalar(select(Entity.id).where(Entity.id == int(ref)))
         return [] if found is None else [found]
-    key = entity_key(ref)
-    if not key:
-        return []
-    stmt = (
-        select(Entity.id).where(Entity.key == key).order_by(Entity.article_count.desc(), Entity.id)
-    )
-    return list(session.scalars(stmt))
+    return entity_store.find_entity_ids(session, ref)
 
 
 def list_entities(
@@ -269,8 +270,14 @@ def list_entities(
     return Page(items=items, more=len(rows) > limit)
 
 
-def get_entity(session: Session, entity_id: int, recent: int = 20) -> EntityDetail:
-    """One entity with its aliases and the ``recent`` newest articles mentioning it."""
+def get_entity(
+    session: Session, entity_id: int, recent: int = 20, *, now: datetime | None = None
+) -> EntityDetail:
+    """One entity with its aliases and the ``recent`` newest articles mentioning it.
+
+    Also its articles per day over the 30 days up to ``now`` and its co-occurring entities
+    (see :func:`services.db.entity_profile.entity_profile`).
+    """
     row = session.get(Entity, entity_id)
     if row is None:
         raise NotFound(f"no entity with id {entity_id}")
@@ -281,16 +288,20 @@ def get_entity(session: Session, entity_id: int, recent: int = 20) -> EntityDeta
         .order_by(*_NEWEST_FIRST)
         .limit(recent)
     )
+    recent_articles = tuple(_summaries(session, list(articles)))
+    profile = entity_profile(session, entity_id, now=now or datetime.now(UTC))
     return EntityDetail(
         id=row.id,
         type=row.type,
         name=row.name,
         key=row.key,
-        aliases=tuple(str(a) for a in row.aliases or ()),
+        aliases=profile.aliases,
         article_count=row.article_count,
         first_seen_at=row.first_seen_at,
         last_seen_at=row.last_seen_at,
-        recent_articles=tuple(_summaries(session, list(articles))),
+        recent_articles=recent_articles,
+        counts=profile.counts,
+        co_occurring=profile.co_occurring,
     )
 
 

@@ -1,0 +1,268 @@
+"""Entities repository: an article's entities resolved through the alias table and stored.
+
+One entity has a stable id and many names (``entity_aliases``); an article's entities reach
+it through any of them (see :mod:`services.core.entity_resolution` for the rules).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from services.core.entities import ArticleEntity as FoundEntity
+from services.core.entity_recall import KnownName
+from services.core.entity_resolution import (
+    Resolution,
+    qualifier_fits,
+    reference_keys,
+    resolve,
+)
+from services.core.gazetteer import Gazetteer, default_gazetteer
+from services.db.models import ArticleEntity, Entity, EntityAlias
+from services.db.upsert import insert_ignore
+
+__all__ = ["StoredEntity", "find_entity_ids", "known_names", "store_entities"]
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    """An entity as stored: its stable id, display name and type."""
+
+    id: int
+    name: str
+    type: str
+
+
+@dataclass
+class _Link:
+    mentions: int
+    first_offset: int
+
+
+def store_entities(
+    session: Session,
+    *,
+    article_id: int,
+    found: Sequence[FoundEntity],
+    now: datetime,
+    gazetteer: Gazetteer | None = None,
+) -> list[StoredEntity]:
+    """Make the article's entities exactly ``found``, each resolved to its stored entity.
+
+    Article counts stay exact however often an article is stored again with other entities.
+    Writers take locks in one order: entities and aliases are inserted in (type, key)
+    order and counts are updated in entity id order, so concurrent articles cannot deadlock.
+
+    Returns:
+        The stored entities in the order of ``found`` (one per entity, however many of the
+        article's entities resolved to it).
+    """
+    gaz = gazetteer or default_gazetteer()
+    resolved = [(ent, resolve(ent, gaz)) for ent in found]
+    groups: defaultdict[tuple[str, str], list[Resolution]] = defaultdict(list)
+    for _, res in resolved:
+        groups[(res.type, res.key)].append(res)
+    ids = {slot: _entity_for(session, group, now, gaz) for slot, group in sorted(groups.items())}
+    _record_aliases(session, groups, ids, now)
+    links: dict[int, _Link] = {}
+    for ent, res in resolved:
+        entity_id = ids[(res.type, res.key)]
+        link = links.setdefault(entity_id, _Link(0, ent.first_offset))
+        link.mentions += ent.mentions
+        link.first_offset = min(link.first_offset, ent.first_offset)
+    _replace_links(session, article_id, links, now)
+    rows = session.execute(select(Entity.id, Entity.name, Entity.type).where(Entity.id.in_(links)))
+    named = {i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows}
+    return [named[i] for i in links]
+
+
+def _entity_for(
+    session: Session, group: list[Resolution], now: datetime, gazetteer: Gazetteer
+) -> int:
+    """The id of the entity a group of resolutions with one (type, key) belongs to."""
+    first = group[0]
+    keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
+    hits = _known_keys(session, first.type, keys)
+    for key in keys:
+        if key in hits:
+            return hits[key]
+    for res in group:
+        merged = _by_fallback(session, res, gazetteer)
+        if merged is not None:
+            return merged
+    insert_ignore(
+        session,
+        Entity,
+        {
+            "type": first.type,
+            "key": first.key,
+            "name": first.name,
+            "aliases": [],
+            "article_count": 0,
+            "first_seen_at": now,
+            "last_seen_at": now,
+        },
+    )
+    return int(
+        session.scalars(
+            select(Entity.id).where(Entity.type == first.type, Entity.key == first.key)
+        ).one()
+    )
+
+
+def _known_keys(session: Session, type: str, keys: Sequence[str]) -> dict[str, int]:
+    """Which of ``keys`` name an entity of ``type``: its own key first, then its aliases."""
+    if not keys:
+        return {}
+    own = session.execute(
+        select(Entity.key, Entity.id).where(Entity.type == type, Entity.key.in_(keys))
+    )
+    hits = {key: entity_id for key, entity_id in own}
+    aliases = session.execute(
+        select(EntityAlias.key, EntityAlias.entity_id).where(
+            EntityAlias.type == type, EntityAlias.key.in_(keys)
+        )
+    )
+    for key, entity_id in aliases:
+        hits.setdefault(key, entity_id)
+    return hits
+
+
+def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int | None:
+    """The known organisation a country-qualified name joins ("U.S. State Department")."""
+    if not res.fallback or res.qualifier is None:
+        return None
+    hits = _known_keys(session, res.type, res.fallback)
+    for key in res.fallback:
+        if key in hits:
+            entity_id = hits[key]
+            names = session.scalars(
+                select(EntityAlias.alias).where(EntityAlias.entity_id == entity_id)
+            )
+            if qualifier_fits(res.qualifier, names, gazetteer):
+                return entity_id
+    return None
+
+
+def _record_aliases(
+    session: Session,
+    groups: dict[tuple[str, str], list[Resolution]],
+    ids: dict[tuple[str, str], int],
+    now: datetime,
+) -> None:
+    """Remember every name seen for each entity; a name already taken keeps its entity."""
+    wanted: dict[tuple[str, str], tuple[int, str]] = {}
+    for slot, group in groups.items():
+        for res in group:
+            for alias in res.aliases:
+                wanted.setdefault((res.type, alias.key), (ids[slot], alias.text))
+    for (type, key), (entity_id, text) in sorted(wanted.items()):
+        insert_ignore(
+            session,
+            EntityAlias,
+            {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now},
+        )
+
+
+def _replace_links(
+    session: Session, article_id: int, links: dict[int, _Link], now: datetime
+) -> None:
+    """Set the article's entity links to ``links`` and move article counts by exactly one."""
+    removed = session.scalars(
+        delete(ArticleEntity)
+        .where(
+            ArticleEntity.article_id == article_id,
+            ArticleEntity.entity_id.not_in(list(links) or [-1]),
+        )
+        .returning(ArticleEntity.entity_id)
+    ).all()
+    delta = dict.fromkeys(removed, -1)
+    for entity_id, link in sorted(links.items()):
+        values = {"mentions": link.mentions, "first_offset": link.first_offset}
+        inserted = insert_ignore(
+            session,
+            ArticleEntity,
+            {"article_id": article_id, "entity_id": entity_id, **values},
+            returning=[ArticleEntity.entity_id],
+        )
+        delta[entity_id] = 1 if inserted is not None else 0
+        if inserted is None:
+            session.execute(
+                update(ArticleEntity)
+                .where(ArticleEntity.article_id == article_id, ArticleEntity.entity_id == entity_id)
+                .values(**values)
+            )
+    for entity_id, change in sorted(delta.items()):
+        values_: dict[str, object] = {"article_count": Entity.article_count + change}
+        if entity_id in links:
+            values_["last_seen_at"] = now
+        session.execute(update(Entity).where(Entity.id == entity_id).values(values_))
+
+
+def known_names(
+    session: Session, *, limit: int, min_articles: int = 2, min_articles_one_word: int = 5
+) -> list[KnownName]:
+    """Names (display names and aliases) of the ``limit`` most mentioned entities.
+
+    Only entities seen in ``min_articles`` articles or more, and ``min_articles_one_word``
+    for a one-word name ("Trump", "Hamas"): one sighting is weak evidence that a string is a
+    name, and a single word is the likeliest to be an ordinary word too. The recogniser
+    applies its own safeguards on top.
+    """
+    top = (
+        select(Entity.id)
+        .where(Entity.article_count >= min_articles)
+        .order_by(Entity.article_count.desc(), Entity.id)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(EntityAlias.alias, EntityAlias.type, Entity.article_count)
+        .join(Entity, Entity.id == EntityAlias.entity_id)
+        .where(Entity.id.in_(top))
+        .union_all(select(Entity.name, Entity.type, Entity.article_count).where(Entity.id.in_(top)))
+    )
+    found = dict.fromkeys(
+        KnownName(text, type)
+        for text, type, count in rows
+        if len(text.split()) > 1 or count >= min_articles_one_word
+    )
+    return list(found)
+
+
+def find_entity_ids(session: Session, ref: str, *, gazetteer: Gazetteer | None = None) -> list[int]:
+    """Entities a name or any alias of theirs denotes, of every type, most mentioned first.
+
+    "America", "U.S." and "United States" all find the United States.
+    """
+    keys = reference_keys(ref, gazetteer or default_gazetteer())
+    if not keys:
+        return []
+    by_alias = select(EntityAlias.entity_id).where(EntityAlias.key.in_(keys))
+    stmt = (
+        select(Entity.id)
+        .where(Entity.key.in_(keys) | Entity.id.in_(by_alias))
+        .order_by(Entity.article_count.desc(), Entity.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def alias_names(session: Session, entity_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
+    """Each entity's aliases other than its display name, sorted."""
+    ids = list(entity_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(EntityAlias.entity_id, EntityAlias.alias)
+        .join(Entity, Entity.id == EntityAlias.entity_id)
+        .where(EntityAlias.entity_id.in_(ids), EntityAlias.alias != Entity.name)
+    )
+    found: defaultdict[int, set[str]] = defaultdict(set)
+    for entity_id, alias in rows:
+        found[entity_id].add(alias)
+    return {i: tuple(sorted(found.get(i, ()))) for i in ids}
