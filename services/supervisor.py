@@ -29,6 +29,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    restart_at: float | None = None
 
 
 def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -96,19 +97,25 @@ def up(settings: Settings) -> int:
 
 
 def _supervise(children: list[Child], env: dict[str, str]) -> None:
-    """Restart a child that exited, backing off when it keeps failing."""
+    """Restart a child that exited, backing off when it keeps failing.
+
+    Never sleeps: a pending restart is a time to reach, so Ctrl-C is answered at once.
+    """
+    now = time.monotonic()
     for child in children:
         if child.proc is None or child.proc.poll() is None:
             continue
-        if time.monotonic() - child.started_at > 60:
-            child.restarts = 0
-        delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
-        log.warning(
-            "%s exited with %s; restarting in %.0fs", child.role, child.proc.returncode, delay
-        )
-        time.sleep(delay)
-        child.restarts += 1
-        child.proc, child.started_at = _spawn(child.role, env), time.monotonic()
+        if child.restart_at is None:
+            if now - child.started_at > 60:
+                child.restarts = 0
+            delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+            log.warning("%s exited with %s; restarting in %.0fs", child.role,
+                        child.proc.returncode, delay)  # fmt: skip
+            child.restart_at = now + delay
+        elif now >= child.restart_at:
+            child.restarts += 1
+            child.restart_at = None
+            child.proc, child.started_at = _spawn(child.role, env), now
 
 
 def _stop_children(children: list[Child]) -> None:
