@@ -34,41 +34,40 @@ def extract_job_id(feed_id: int, item_key: str, content_hash: str) -> str:
     return f"extract-{digest[:40]}"
 
 
-def enqueue_extract(queue: Queue, payload: dict[str, Any], *, timeout: int) -> bool:
-    """Queue one extraction job; False when the same job is already queued or running."""
-    job_id = extract_job_id(payload["feed_id"], payload["item_key"], payload["content_hash"])
+def _enqueue_unique(
+    queue: Queue, func: str, arg: Any, *, job_id: str, timeout: int, description: str
+) -> bool:
+    """Enqueue with the project's job policy; False when a job with this id already exists."""
     try:
         queue.enqueue(
-            EXTRACT_FUNC,
-            payload,
+            func,
+            arg,
             job_id=job_id,
             unique=True,
             job_timeout=timeout,
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
             retry=Retry(max=len(EXTRACT_RETRY_INTERVALS), interval=EXTRACT_RETRY_INTERVALS),
-            description=f"extract feed={payload['feed_id']} item={payload['item_key'][:80]}",
+            description=description,
         )
     except DuplicateJobError:
         return False
     return True
+
+
+def enqueue_extract(queue: Queue, payload: dict[str, Any], *, timeout: int) -> bool:
+    """Queue one extraction job; False when the same job is already queued or running."""
+    job_id = extract_job_id(payload["feed_id"], payload["item_key"], payload["content_hash"])
+    description = f"extract feed={payload['feed_id']} item={payload['item_key'][:80]}"
+    return _enqueue_unique(
+        queue, EXTRACT_FUNC, payload, job_id=job_id, timeout=timeout, description=description
+    )
 
 
 def enqueue_reprocess(queue: Queue, article_id: int, *, run: str, timeout: int) -> bool:
     """Queue a re-run of entity extraction for one stored article, once per ``run`` (a token
     naming one `newsdesk reprocess` invocation); False if this run already queued it."""
-    try:
-        queue.enqueue(
-            REPROCESS_FUNC,
-            article_id,
-            job_id=f"reprocess-{run}-{article_id}",
-            unique=True,
-            job_timeout=timeout,
-            result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL,
-            retry=Retry(max=len(EXTRACT_RETRY_INTERVALS), interval=EXTRACT_RETRY_INTERVALS),
-            description=f"reprocess article={article_id}",
-        )
-    except DuplicateJobError:
-        return False
-    return True
+    return _enqueue_unique(
+        queue, REPROCESS_FUNC, article_id, job_id=f"reprocess-{run}-{article_id}",
+        timeout=timeout, description=f"reprocess article={article_id}",
+    )  # fmt: skip
