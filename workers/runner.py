@@ -86,7 +86,8 @@ def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
     setup_logging(settings.log_level, f"worker[{index}]")
     install(build_context(settings))
     worker = make_worker(settings, name=f"newsdesk-{os.uname().nodename}-{os.getpid()}")
-    worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+    # rq logs several lines per job; newsdesk logs one summary line per item instead.
+    worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
 
 
 def _child(settings: Settings, index: int) -> None:
