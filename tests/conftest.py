@@ -7,12 +7,14 @@ them the tests use a SQLite file and an embedded ``redis-server`` started for th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -136,3 +138,12 @@ def burst(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Calla
 
     yield run
     install(None)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The real API app (``create_app``) on a loopback test server, for one test."""
+    from services.api.app import create_app
+
+    async with TestClient(TestServer(create_app(settings))) as test_client:
+        yield test_client

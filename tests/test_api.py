@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,12 +36,6 @@ Client = TestClient[web.Request, web.Application]
 Json = dict[str, Any]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
 
 
 # --- seeding through the ORM ---------------------------------------------------------------

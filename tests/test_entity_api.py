@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.app import create_app
-from services.config import Settings
 from services.core.entities import ArticleEntity as Found
 from services.core.entities import entity_key
 from services.db.engine import transaction
@@ -22,12 +19,6 @@ from services.db.models import Article
 
 Client = TestClient[web.Request, web.Application]
 Db = sessionmaker[Session]
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
 
 
 def seen(name: str, type: str = "place") -> Found:

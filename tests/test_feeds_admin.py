@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.app import create_app
 from services.config import Settings
 from services.core.opml import OpmlFeed, parse_opml
 from services.db import feeds as feeds_repo
@@ -22,12 +20,6 @@ Client = TestClient[web.Request, web.Application]
 Json = dict[str, Any]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
 
 
 def add_feed(db: sessionmaker[Session], url: str, **fields: Any) -> int:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.app import create_app
 from services.config import Settings
 from services.db.engine import session_factory
 from tests.syndication import LATIMES_MAY, item, later, payload, seed, wire
@@ -21,12 +20,6 @@ from workers.context import WorkerContext, install
 from workers.pipeline import Outcome, process
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
 
 
 @pytest.fixture
