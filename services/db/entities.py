@@ -67,7 +67,17 @@ def store_entities(
     groups: defaultdict[tuple[str, str], list[Resolution]] = defaultdict(list)
     for _, res in resolved:
         groups[(res.type, res.key)].append(res)
-    ids = {slot: _entity_for(session, group, now, gaz) for slot, group in sorted(groups.items())}
+    # Every name this article could resolve through, looked up in two queries per type
+    # rather than two per entity.
+    wanted: defaultdict[str, set[str]] = defaultdict(set)
+    for (type_, _), group in groups.items():
+        for res in group:
+            wanted[type_].update(res.lookup_keys)
+    known = {t: _known_keys(session, t, sorted(keys)) for t, keys in wanted.items()}
+    ids = {
+        slot: _entity_for(session, group, now, gaz, known[slot[0]])
+        for slot, group in sorted(groups.items())
+    }
     _record_aliases(session, groups, ids, now)
     links: dict[int, _Link] = {}
     for ent, res in resolved:
@@ -82,12 +92,19 @@ def store_entities(
 
 
 def _entity_for(
-    session: Session, group: list[Resolution], now: datetime, gazetteer: Gazetteer
+    session: Session,
+    group: list[Resolution],
+    now: datetime,
+    gazetteer: Gazetteer,
+    hits: dict[str, int],
 ) -> int:
-    """The id of the entity a group of resolutions with one (type, key) belongs to."""
+    """The id of the entity a group of resolutions with one (type, key) belongs to.
+
+    ``hits`` maps the names already known for this type to their entity; an entity created
+    here is added to it, so later groups of the same article see it.
+    """
     first = group[0]
     keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
-    hits = _known_keys(session, first.type, keys)
     for key in keys:
         if key in hits:
             return hits[key]
@@ -95,7 +112,7 @@ def _entity_for(
         merged = _by_fallback(session, res, gazetteer)
         if merged is not None:
             return merged
-    insert_ignore(
+    row = insert_ignore(
         session,
         Entity,
         {
@@ -107,12 +124,17 @@ def _entity_for(
             "first_seen_at": now,
             "last_seen_at": now,
         },
+        returning=[Entity.id],
     )
-    return int(
-        session.scalars(
+    entity_id = int(
+        row[0]
+        if row is not None
+        else session.scalars(
             select(Entity.id).where(Entity.type == first.type, Entity.key == first.key)
         ).one()
     )
+    hits[first.key] = entity_id
+    return entity_id
 
 
 def _known_keys(session: Session, type: str, keys: Sequence[str]) -> dict[str, int]:
