@@ -36,7 +36,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -49,6 +48,8 @@ from sqlalchemy import Engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_scratch import scratch_environment  # noqa: E402
+
 from services.config import Settings  # noqa: E402
 from services.core.extract import ItemPayload, extract  # noqa: E402
 from services.core.html_text import html_to_text  # noqa: E402
@@ -56,7 +57,6 @@ from services.db import feeds  # noqa: E402
 from services.db.engine import make_engine, session_factory, transaction  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Article, Base, Sighting  # noqa: E402
-from services.embedded_redis import EmbeddedRedis  # noqa: E402
 from services.queue import enqueue_extract, extract_queue  # noqa: E402
 from tests import pages as real  # noqa: E402
 
@@ -241,16 +241,11 @@ def main() -> None:
     parser.add_argument("--reset", action="store_true", help="empty a non-empty database first")
     args = parser.parse_args()
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        redis_url = args.redis_url
-        if not redis_url:
-            redis_url = stack.enter_context(EmbeddedRedis(tmp / "r", persistent=False)).url
-        env = {
-            "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
-            "REDIS_URL": redis_url, "NEWSDESK_DATA_DIR": str(tmp), "NEWSDESK_SEEDS_DIR": "",
-            "NEWSDESK_EXTRACT_QUEUE": f"bench-extract-{os.getpid()}", "NEWSDESK_WORKERS": "1",
-            "NEWSDESK_LOG_LEVEL": "INFO",
-        }  # fmt: skip
+        tmp, env = scratch_environment(
+            stack, database_url=args.database_url, redis_url=args.redis_url,
+            NEWSDESK_EXTRACT_QUEUE=f"bench-extract-{os.getpid()}", NEWSDESK_WORKERS="1",
+            NEWSDESK_LOG_LEVEL="INFO",
+        )  # fmt: skip
         settings = Settings.from_env(env)
         engine = make_engine(settings.database_url)
         prepare_database(engine, reset=args.reset)

@@ -26,7 +26,6 @@ import multiprocessing
 import resource
 import socket
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack, ExitStack
 from datetime import UTC, datetime
@@ -42,11 +41,12 @@ from sqlalchemy import insert, text, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_scratch import scratch_environment  # noqa: E402
+
 from services.config import Settings  # noqa: E402
 from services.db.engine import make_engine, session_factory  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Feed  # noqa: E402
-from services.embedded_redis import EmbeddedRedis  # noqa: E402
 from services.fetch import Fetcher  # noqa: E402
 from services.poller.politeness import HostPolicy, Politeness  # noqa: E402
 from services.poller.service import Poller, run_loop, tune_gc  # noqa: E402
@@ -221,16 +221,11 @@ def main() -> None:
                                                           daemon=True)  # fmt: skip
     server.start()
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        redis_url = args.redis_url
-        if not redis_url:
-            redis_url = stack.enter_context(EmbeddedRedis(tmp / "r", persistent=False)).url
-        env = {
-            "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}",
-            "REDIS_URL": redis_url, "NEWSDESK_DATA_DIR": str(tmp), "NEWSDESK_SEEDS_DIR": "",
-            "NEWSDESK_FETCH_ALLOW": "127.0.0.1/32", "NEWSDESK_QUEUE_HIGH_WATER": "100000000",
-            "NEWSDESK_LOG_LEVEL": "WARNING",
-        }  # fmt: skip
+        _, env = scratch_environment(
+            stack, database_url=args.database_url, redis_url=args.redis_url,
+            NEWSDESK_FETCH_ALLOW="127.0.0.1/32", NEWSDESK_QUEUE_HIGH_WATER="100000000",
+            NEWSDESK_LOG_LEVEL="WARNING",
+        )  # fmt: skip
         settings = Settings.from_env(env)
         engine = make_engine(settings.database_url)
         upgrade(engine)
