@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from services.core.entities import ArticleEntity as Found
 from services.core.entities import entity_key
 from services.db.engine import transaction
 from services.db.entities import store_entities
-from services.db.models import Article
+from tests.test_entity_store import new_article
 
 Client = TestClient[web.Request, web.Application]
 Db = sessionmaker[Session]
@@ -27,15 +26,10 @@ def seen(name: str, type: str = "place") -> Found:
 
 def article(db: Db, title: str, when: datetime, *found: Found) -> tuple[int, dict[str, int]]:
     """Store an article mentioning ``found``; returns its id and entity ids by name."""
+    article_id = new_article(db, title, when)
     with transaction(db) as s:
-        row = Article(
-            title=title, sort_at=when, published_at=when, text=title,
-            content_hash=hashlib.sha256(title.encode()).hexdigest(),
-        )  # fmt: skip
-        s.add(row)
-        s.flush()
-        stored = store_entities(s, article_id=row.id, found=list(found), now=when)
-        return row.id, {e.name: e.id for e in stored}
+        stored = store_entities(s, article_id=article_id, found=list(found), now=when)
+    return article_id, {e.name: e.id for e in stored}
 
 
 async def get(client: Client, path: str, status: int = 200) -> Any:
