@@ -10,8 +10,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
@@ -23,8 +24,8 @@ from services.core.entity_resolution import (
     resolve,
 )
 from services.core.gazetteer import Gazetteer, default_gazetteer
-from services.db.models import ArticleEntity, Entity, EntityAlias
-from services.db.upsert import insert_ignore
+from services.db.models import Article, ArticleEntity, Entity, EntityAlias
+from services.db.upsert import insert_for, insert_ignore
 
 __all__ = ["StoredEntity", "find_entity_ids", "known_names", "store_entities"]
 
@@ -73,12 +74,15 @@ def store_entities(
     for (type_, _), group in groups.items():
         for res in group:
             wanted[type_].update(res.lookup_keys)
-    known = {t: _known_keys(session, t, sorted(keys)) for t, keys in wanted.items()}
+    known: dict[str, dict[str, int]] = {}
+    taken: dict[str, set[str]] = {}
+    for type_, keys in wanted.items():
+        known[type_], taken[type_] = _known_keys(session, type_, sorted(keys))
     ids = {
         slot: _entity_for(session, group, now, gaz, known[slot[0]])
         for slot, group in sorted(groups.items())
     }
-    _record_aliases(session, groups, ids, now)
+    _record_aliases(session, groups, ids, taken, now)
     links: dict[int, _Link] = {}
     for ent, res in resolved:
         entity_id = ids[(res.type, res.key)]
@@ -137,10 +141,13 @@ def _entity_for(
     return entity_id
 
 
-def _known_keys(session: Session, type: str, keys: Sequence[str]) -> dict[str, int]:
-    """Which of ``keys`` name an entity of ``type``: its own key first, then its aliases."""
+def _known_keys(
+    session: Session, type: str, keys: Sequence[str]
+) -> tuple[dict[str, int], set[str]]:
+    """Which of ``keys`` name an entity of ``type`` (its own key first, then its aliases),
+    and which of them are stored aliases."""
     if not keys:
-        return {}
+        return {}, set()
     own = session.execute(
         select(Entity.key, Entity.id).where(Entity.type == type, Entity.key.in_(keys))
     )
@@ -150,16 +157,18 @@ def _known_keys(session: Session, type: str, keys: Sequence[str]) -> dict[str, i
             EntityAlias.type == type, EntityAlias.key.in_(keys)
         )
     )
+    taken = set()
     for key, entity_id in aliases:
         hits.setdefault(key, entity_id)
-    return hits
+        taken.add(key)
+    return hits, taken
 
 
 def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int | None:
     """The known organisation a country-qualified name joins ("U.S. State Department")."""
     if not res.fallback or res.qualifier is None:
         return None
-    hits = _known_keys(session, res.type, res.fallback)
+    hits, _ = _known_keys(session, res.type, res.fallback)
     for key in res.fallback:
         if key in hits:
             entity_id = hits[key]
@@ -175,55 +184,93 @@ def _record_aliases(
     session: Session,
     groups: dict[tuple[str, str], list[Resolution]],
     ids: dict[tuple[str, str], int],
+    taken: dict[str, set[str]],
     now: datetime,
 ) -> None:
-    """Remember every name seen for each entity; a name already taken keeps its entity."""
+    """Remember every name seen for each entity; a name already taken keeps its entity.
+
+    ``taken`` holds, per type, the alias keys known to exist already; the rest are inserted
+    in one statement, in (type, key) order, skipping any a concurrent writer got first.
+    """
     wanted: dict[tuple[str, str], tuple[int, str]] = {}
     for slot, group in groups.items():
         for res in group:
             for alias in res.aliases:
-                wanted.setdefault((res.type, alias.key), (ids[slot], alias.text))
-    for (type, key), (entity_id, text) in sorted(wanted.items()):
-        insert_ignore(
-            session,
-            EntityAlias,
-            {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now},
-        )
+                if alias.key not in taken.get(res.type, ()):
+                    wanted.setdefault((res.type, alias.key), (ids[slot], alias.text))
+    if not wanted:
+        return
+    rows = [
+        {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now}
+        for (type, key), (entity_id, text) in sorted(wanted.items())
+    ]
+    session.execute(insert_for(session, EntityAlias).on_conflict_do_nothing(), rows)
+
+
+# Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
+_LINKS = cast(Table, ArticleEntity.__table__)
+_ENTITIES = cast(Table, Entity.__table__)
+_COUNT_UPDATE = (
+    update(_ENTITIES)
+    .where(_ENTITIES.c.id == bindparam("eid"))
+    .values(article_count=_ENTITIES.c.article_count + bindparam("delta"))
+)
+_LINK_UPDATE = (
+    update(_LINKS)
+    .where(_LINKS.c.article_id == bindparam("aid"), _LINKS.c.entity_id == bindparam("eid"))
+    .values(mentions=bindparam("m"), first_offset=bindparam("o"))
+)
 
 
 def _replace_links(
     session: Session, article_id: int, links: dict[int, _Link], now: datetime
 ) -> None:
-    """Set the article's entity links to ``links`` and move article counts by exactly one."""
-    removed = session.scalars(
-        delete(ArticleEntity)
-        .where(
-            ArticleEntity.article_id == article_id,
-            ArticleEntity.entity_id.not_in(list(links) or [-1]),
-        )
-        .returning(ArticleEntity.entity_id)
-    ).all()
-    delta = dict.fromkeys(removed, -1)
-    for entity_id, link in sorted(links.items()):
-        values = {"mentions": link.mentions, "first_offset": link.first_offset}
-        inserted = insert_ignore(
-            session,
-            ArticleEntity,
-            {"article_id": article_id, "entity_id": entity_id, **values},
-            returning=[ArticleEntity.entity_id],
-        )
-        delta[entity_id] = 1 if inserted is not None else 0
-        if inserted is None:
-            session.execute(
-                update(ArticleEntity)
-                .where(ArticleEntity.article_id == article_id, ArticleEntity.entity_id == entity_id)
-                .values(**values)
+    """Set the article's entity links to ``links`` and move article counts by exactly one.
+
+    The article's row is locked first (PostgreSQL), so two writers re-storing the same
+    article one after the other each see the links the other committed.
+    """
+    session.execute(select(Article.id).where(Article.id == article_id).with_for_update())
+    before = {
+        entity_id: (mentions, offset)
+        for entity_id, mentions, offset in session.execute(
+            select(_LINKS.c.entity_id, _LINKS.c.mentions, _LINKS.c.first_offset).where(
+                _LINKS.c.article_id == article_id
             )
-    for entity_id, change in sorted(delta.items()):
-        values_: dict[str, object] = {"article_count": Entity.article_count + change}
-        if entity_id in links:
-            values_["last_seen_at"] = now
-        session.execute(update(Entity).where(Entity.id == entity_id).values(values_))
+        )
+    }
+    removed = sorted(set(before) - set(links))
+    if removed:
+        session.execute(
+            delete(_LINKS).where(_LINKS.c.article_id == article_id, _LINKS.c.entity_id.in_(removed))
+        )
+    added = [
+        {
+            "article_id": article_id,
+            "entity_id": i,
+            "mentions": k.mentions,
+            "first_offset": k.first_offset,
+        }
+        for i, k in sorted(links.items())
+        if i not in before
+    ]
+    if added:
+        session.execute(insert(_LINKS), added)
+    changed = [
+        {"aid": article_id, "eid": i, "m": k.mentions, "o": k.first_offset}
+        for i, k in sorted(links.items())
+        if i in before and before[i] != (k.mentions, k.first_offset)
+    ]
+    if changed:
+        session.execute(_LINK_UPDATE, changed)
+    # Counts in entity id order (the lock order every writer uses).
+    deltas = sorted({**dict.fromkeys(removed, -1), **{r["entity_id"]: 1 for r in added}}.items())
+    if deltas:
+        session.execute(_COUNT_UPDATE, [{"eid": i, "delta": d} for i, d in deltas])
+    if links:
+        session.execute(
+            update(_ENTITIES).where(_ENTITIES.c.id.in_(sorted(links))).values(last_seen_at=now)
+        )
 
 
 def known_names(

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    SmallInteger,
+    TextClause,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from services.core import neardup
@@ -85,21 +96,38 @@ def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch |
 MIN_BAND_HITS = 2
 
 
+def _band_hits_sql(bands: int) -> TextClause:
+    """Articles sharing at least ``:min_hits`` of the given (band, value) pairs.
+
+    The pairs are a ``VALUES`` list joined to ``article_bands``, so both SQLite and PostgreSQL
+    probe the (band, value) index once per band; a row-value ``IN`` list makes SQLite scan
+    the whole table instead (O(articles) per lookup).
+    """
+    pairs = ", ".join(f"(:b{i}, :v{i})" for i in range(bands))
+    return text(
+        f"WITH q(band, value) AS (VALUES {pairs}) "
+        "SELECT ab.article_id FROM q JOIN article_bands ab "
+        "ON ab.band = q.band AND ab.value = q.value "
+        "GROUP BY ab.article_id HAVING count(*) >= :min_hits "
+        "ORDER BY count(*) DESC, ab.article_id LIMIT :limit"
+    ).bindparams(
+        *(bindparam(f"b{i}", type_=SmallInteger()) for i in range(bands)),
+        *(bindparam(f"v{i}", type_=BigInteger()) for i in range(bands)),
+    )
+
+
+_BAND_HITS = _band_hits_sql(neardup.BANDS)
+
+
 def candidates(
     session: Session, sketch: neardup.Sketch, *, limit: int = MAX_CANDIDATES
 ) -> list[tuple[int, frozenset[int]]]:
-    """Stored articles sharing a band with ``sketch``, with their shingles for verification."""
-    hits = func.count().label("hits")
-    ids = list(
-        session.scalars(
-            select(ArticleBand.article_id)
-            .where(tuple_(ArticleBand.band, ArticleBand.value).in_(list(enumerate(sketch.bands))))
-            .group_by(ArticleBand.article_id)
-            .having(hits >= MIN_BAND_HITS)
-            .order_by(hits.desc(), ArticleBand.article_id)
-            .limit(limit)
-        )
-    )
+    """Stored articles sharing bands with ``sketch``, with their shingles for verification."""
+    params: dict[str, int] = {"min_hits": MIN_BAND_HITS, "limit": limit}
+    for band, value in enumerate(sketch.bands):
+        params[f"b{band}"] = band
+        params[f"v{band}"] = value
+    ids = list(session.scalars(_BAND_HITS, params))
     if not ids:
         return []
     rows = session.execute(select(Article.id, Article.text).where(Article.id.in_(ids)))

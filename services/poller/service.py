@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import logging
 import math
@@ -32,6 +31,7 @@ from services.poller.pages import PageFetcher, page_settings
 from services.poller.payloads import feed_payload, file_payload
 from services.poller.politeness import HostBusy, HostPolicy, Politeness
 from services.poller.writer import GroupWriter
+from services.procs import tune_gc
 from services.queue import enqueue_extract, extract_queue, redis_client
 from services.sources.feed import FeedItem, ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
@@ -282,19 +282,6 @@ def _digest_and_parse(
         result.body, url=result.final_url, content_type=result.headers.get("content-type")
     )
     return body_hash, parsed
-
-
-def tune_gc() -> None:
-    """Keep the garbage collector from stalling the event loop.
-
-    With 10,000 feeds a full collection walks every object the process holds and stalled
-    the loop for over 200 ms (bench/poll.py). Objects that live as long as the process
-    (modules, the app's setup) are frozen out of collection, and the young generation is
-    collected less often: the poller allocates many short-lived objects per request.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 100, 1000)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
