@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run extraction workers")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--workers", type=int, help="processes (default: NEWSDESK_WORKERS)")
+    sub.add_parser("dispatcher", help="fan events out into webhook deliveries, queue due ones")
+    deliver = sub.add_parser("deliver", help="run webhook delivery workers (no NER model)")
+    deliver.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    deliver.add_argument(
+        "--workers", type=int, help="processes (default: NEWSDESK_WEBHOOK_WORKERS)"
+    )
     feeds_cli.add_subparser(sub)
     reprocess_cli.add_subparser(sub)
     return parser
@@ -66,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers:
                 settings = settings.with_overrides(workers=max(1, args.workers))
             run_workers(settings, burst=args.burst)
+        elif args.command == "dispatcher":
+            from services.webhooks.dispatcher import run as run_dispatcher
+
+            run_dispatcher(settings)
+        elif args.command == "deliver":
+            from workers.deliver import run as run_deliver
+
+            if args.workers:
+                settings = settings.with_overrides(webhook_workers=max(1, args.workers))
+            run_deliver(settings, burst=args.burst)
         elif args.command == "feeds":
             return feeds_cli.run(settings, args)
         elif args.command == "reprocess":

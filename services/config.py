@@ -45,7 +45,25 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_QUEUE_HIGH_WATER": "extraction queue length at which the poller stops enqueueing",
     "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after a job "
     "exits and is restarted",
+    "NEWSDESK_WEBHOOK_QUEUE": "name of the rq queue for webhook deliveries",
+    "NEWSDESK_WEBHOOK_WORKERS": "delivery processes started by `newsdesk deliver` and `up`",
+    "NEWSDESK_WEBHOOK_TIMEOUT": "seconds a subscriber has to answer one webhook POST",
+    "NEWSDESK_WEBHOOK_SCHEDULE": "comma-separated seconds before each attempt of a delivery "
+    "(the first is the initial delay); jittered by 10%",
+    "NEWSDESK_WEBHOOK_DISABLE_AFTER": "seconds of uninterrupted delivery failures after which "
+    "a subscription is disabled",
+    "NEWSDESK_WEBHOOK_CONCURRENCY": "deliveries in flight to one subscription at a time",
+    "NEWSDESK_WEBHOOK_TICK": "seconds the dispatcher sleeps between looks for new events",
+    "NEWSDESK_WEBHOOK_LEASE": "seconds a handed-out delivery may take before it is handed out "
+    "again (a lost job or a killed worker)",
+    "NEWSDESK_WEBHOOK_ROTATION_GRACE": "seconds the previous secret keeps signing after a rotation",
+    "NEWSDESK_PUBLIC_URL": "base URL of the API as subscribers reach it, for links in payloads "
+    "(empty: links are paths)",
 }
+
+# Seconds before each attempt of a webhook delivery: immediately, then 5 s, 5 min, 30 min,
+# 2 h, 5 h, 10 h and 10 h after the previous failure (about 28 hours in all).
+DEFAULT_WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
@@ -72,6 +90,19 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"{name} must not hold negative delays, got {raw!r}")
+    return values
 
 
 def normalise_database_url(url: str) -> str:
@@ -115,6 +146,16 @@ class Settings:
     fetch_concurrency: int = 50
     queue_high_water: int = 10_000
     worker_max_rss_mb: int = 1024
+    webhook_queue: str = "newsdesk-webhooks"
+    webhook_workers: int = 4
+    webhook_timeout: float = 15.0
+    webhook_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE
+    webhook_disable_after: int = 5 * 86_400
+    webhook_concurrency: int = 2
+    webhook_tick: float = 0.2
+    webhook_lease: float = 120.0
+    webhook_rotation_grace: int = 86_400
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +208,18 @@ class Settings:
             fetch_concurrency=_int(env, "NEWSDESK_FETCH_CONCURRENCY", 50, minimum=1),
             queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
             worker_max_rss_mb=_int(env, "NEWSDESK_WORKER_MAX_RSS_MB", 1024, minimum=64),
+            webhook_queue=env.get("NEWSDESK_WEBHOOK_QUEUE", "").strip() or "newsdesk-webhooks",
+            webhook_workers=_int(env, "NEWSDESK_WEBHOOK_WORKERS", 4, minimum=1),
+            webhook_timeout=_float(env, "NEWSDESK_WEBHOOK_TIMEOUT", 15.0, minimum=0.1),
+            webhook_schedule=_schedule(env, "NEWSDESK_WEBHOOK_SCHEDULE", DEFAULT_WEBHOOK_SCHEDULE),
+            webhook_disable_after=_int(
+                env, "NEWSDESK_WEBHOOK_DISABLE_AFTER", 5 * 86_400, minimum=1
+            ),
+            webhook_concurrency=_int(env, "NEWSDESK_WEBHOOK_CONCURRENCY", 2, minimum=1),
+            webhook_tick=_float(env, "NEWSDESK_WEBHOOK_TICK", 0.2, minimum=0.01),
+            webhook_lease=_float(env, "NEWSDESK_WEBHOOK_LEASE", 120.0, minimum=0.1),
+            webhook_rotation_grace=_int(env, "NEWSDESK_WEBHOOK_ROTATION_GRACE", 86_400, minimum=0),
+            public_url=env.get("NEWSDESK_PUBLIC_URL", "").strip().rstrip("/"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -207,6 +260,16 @@ class Settings:
             "NEWSDESK_FETCH_CONCURRENCY": str(self.fetch_concurrency),
             "NEWSDESK_QUEUE_HIGH_WATER": str(self.queue_high_water),
             "NEWSDESK_WORKER_MAX_RSS_MB": str(self.worker_max_rss_mb),
+            "NEWSDESK_WEBHOOK_QUEUE": self.webhook_queue,
+            "NEWSDESK_WEBHOOK_WORKERS": str(self.webhook_workers),
+            "NEWSDESK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
+            "NEWSDESK_WEBHOOK_SCHEDULE": ",".join(f"{s:g}" for s in self.webhook_schedule),
+            "NEWSDESK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
+            "NEWSDESK_WEBHOOK_CONCURRENCY": str(self.webhook_concurrency),
+            "NEWSDESK_WEBHOOK_TICK": str(self.webhook_tick),
+            "NEWSDESK_WEBHOOK_LEASE": str(self.webhook_lease),
+            "NEWSDESK_WEBHOOK_ROTATION_GRACE": str(self.webhook_rotation_grace),
+            "NEWSDESK_PUBLIC_URL": self.public_url,
         }
         if not self.embedded_redis:
             env["REDIS_URL"] = self.redis_url

@@ -71,3 +71,40 @@ def enqueue_reprocess(queue: Queue, article_id: int, *, run: str, timeout: int) 
         queue, REPROCESS_FUNC, article_id, job_id=f"reprocess-{run}-{article_id}",
         timeout=timeout, description=f"reprocess article={article_id}",
     )  # fmt: skip
+
+
+# -- webhook deliveries -----------------------------------------------------------------------
+# No rq Retry: the retry schedule lives in SQL (services/db/deliveries.py), and a lost job is
+# handed out again by the dispatcher when its lease ends.
+DELIVER_FUNC = "workers.deliver.deliver"
+DELIVER_RESULT_TTL = 600
+DELIVER_GRACE = 30  # seconds a delivery job may run beyond the subscriber's timeout
+
+
+def webhook_queue(settings: Settings, connection: redis.Redis) -> Queue:
+    return Queue(settings.webhook_queue, connection=connection, serializer=JSONSerializer)
+
+
+def delivery_job_id(delivery_id: int, token: int) -> str:
+    """One job per hand-out of a delivery (the token changes at every hand-out)."""
+    return f"deliver-{delivery_id}-{token}"
+
+
+def enqueue_deliveries(queue: Queue, leased: list[tuple[int, int]], *, timeout: float) -> int:
+    """Queue one job per ``(delivery id, token)`` in one Redis round trip; returns the count."""
+    if not leased:
+        return 0
+    jobs = [
+        Queue.prepare_data(
+            DELIVER_FUNC,
+            args=(delivery_id, token),
+            job_id=delivery_job_id(delivery_id, token),
+            timeout=int(timeout) + DELIVER_GRACE,
+            result_ttl=DELIVER_RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            description=f"deliver delivery={delivery_id}",
+        )
+        for delivery_id, token in leased
+    ]
+    queue.enqueue_many(jobs)
+    return len(jobs)

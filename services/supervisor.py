@@ -1,4 +1,5 @@
-"""`newsdesk up`: embedded Redis + migrations + api, poller and workers under one parent."""
+"""`newsdesk up`: embedded Redis + migrations + api, poller, workers and webhooks under one
+parent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from services.procs import detach_and_die_with_parent
 
 log = logging.getLogger("newsdesk.up")
 
-ROLES = ("api", "poller", "worker")
+ROLES = ("api", "poller", "worker", "dispatcher", "deliver")
 STOP_GRACE = 30.0
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 

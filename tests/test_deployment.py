@@ -14,7 +14,7 @@ from services.config import ENV_VARS, Settings
 from tests.conftest import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-ROLES = ("migrate", "api", "poller", "worker")
+ROLES = ("migrate", "api", "poller", "worker", "dispatcher", "deliver")
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -86,7 +86,7 @@ def test_worker_grace_period_outlasts_the_job_timeout() -> None:
 def test_roles_wait_for_what_they_need() -> None:
     services = COMPOSE["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", "poller", "worker"):
+    for name in ("api", "poller", "worker", "dispatcher", "deliver"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["redis"]["condition"] == "service_healthy"
@@ -98,3 +98,16 @@ def test_dockerfile_runs_as_non_root_and_installs_the_package() -> None:
     assert re.search(r"^USER newsdesk$", text, re.M)
     assert "pip install" in text
     assert "COPY migrations migrations" in text
+
+
+def test_deliver_grace_period_outlasts_the_webhook_timeout() -> None:
+    deliver = COMPOSE["services"]["deliver"]
+    grace = int(deliver["stop_grace_period"].rstrip("s"))
+    assert grace > float(_env(deliver)["NEWSDESK_WEBHOOK_TIMEOUT"])
+
+
+def test_up_runs_every_long_running_role() -> None:
+    from services.supervisor import ROLES as UP_ROLES
+
+    assert set(UP_ROLES) == {"api", "poller", "worker", "dispatcher", "deliver"}
+    assert set(UP_ROLES) <= set(_subcommands())

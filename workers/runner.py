@@ -8,11 +8,8 @@ every job (measured at 25-35% of NER throughput). A process that dies is restart
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import signal
 import time
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from rq import SimpleWorker
@@ -22,14 +19,13 @@ from services.config import Settings
 from services.core.page import warm_up
 from services.db.engine import make_engine, session_factory
 from services.logs import setup_logging
-from services.procs import detach_and_die_with_parent
+from services.procs import detach_and_die_with_parent, tune_gc
 from services.queue import extract_queue, redis_client
 from workers.context import WorkerContext, install
 from workers.nlp import Recogniser, known_names_loader, load_model
+from workers.pool import supervise
 
 log = logging.getLogger("newsdesk.worker")
-
-RESTART_DELAY = 2.0
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -85,6 +81,7 @@ def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
     """Run one worker process until stopped (or, with ``burst``, until the queue is empty)."""
     setup_logging(settings.log_level, f"worker[{index}]")
     install(build_context(settings))
+    tune_gc()
     worker = make_worker(settings, name=f"newsdesk-{os.uname().nodename}-{os.getpid()}")
     # rq logs several lines per job; newsdesk logs one summary line per item instead.
     worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
@@ -101,33 +98,4 @@ def run(settings: Settings, *, burst: bool = False) -> None:
     if settings.workers == 1 or burst:
         work(settings, burst=burst)
         return
-    ctx = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def start(i: int) -> BaseProcess:
-        proc = ctx.Process(target=_child, args=(settings, i), daemon=False)
-        proc.start()
-        return proc
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs:
-            if proc.pid and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    procs = [start(i) for i in range(settings.workers)]
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        for i, proc in enumerate(procs):
-            if proc.is_alive():
-                continue
-            if stopping:
-                continue
-            log.warning("worker.died index=%d exitcode=%s; restarting", i, proc.exitcode)
-            time.sleep(RESTART_DELAY)
-            procs[i] = start(i)
-        if stopping and not any(p.is_alive() for p in procs):
-            return
-        time.sleep(0.2)
+    supervise(settings, count=settings.workers, target=_child)

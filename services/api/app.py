@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import feeds, handlers, stories
+from services.api import feeds, handlers, stories, subscriptions
 from services.api.context import MAX_REQUEST_BYTES, SETTINGS, resources
 from services.api.errors import problem_middleware
 from services.config import Settings
@@ -18,4 +18,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(handlers.routes)
     app.add_routes(feeds.routes)
     app.add_routes(stories.routes)
+    app.add_routes(subscriptions.routes)
     return app

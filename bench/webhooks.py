@@ -1,0 +1,169 @@
+"""Webhook delivery speed: event commit -> receiver, with 1, 10 and 100 subscriptions.
+
+Runs the real roles as processes (`newsdesk dispatcher`, `newsdesk deliver`) against a
+throwaway SQLite + embedded Redis (or DATABASE_URL / REDIS_URL), and a local aiohttp receiver
+answering 204 at once. For each subscription count it measures:
+
+- latency: events committed one at a time (idle pipeline), from the commit returning to the
+  receiver getting the POST: p50, p95, max;
+- throughput: a burst of events, deliveries/s from the first commit to the last receipt.
+
+    python bench/webhooks.py [--events 20] [--burst-deliveries 2000] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_scratch import scratch_environment
+from services.config import Settings
+from services.db import events, subscriptions
+from services.db.engine import make_engine, session_factory, transaction
+from services.db.migrate import upgrade
+from services.webhooks.filters import Filters
+from services.webhooks.signing import new_secret
+
+
+class Receiver:
+    """Records (webhook-id, path) -> wall-clock arrival time; answers 204."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[tuple[str, str], float] = {}
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.arrivals[(request.headers["webhook-id"], request.path)] = time.time()
+        return web.Response(status=204)
+
+    def start(self) -> None:
+        async def boot() -> None:
+            app = web.Application()
+            app.router.add_post("/{tail:.*}", self.handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(boot(), self.loop).result(10)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def add_event(db: object, n: int) -> tuple[int, float]:
+    payload = {"version": 1, "article": {"id": n, "title": f"Article {n}", "summary": "x" * 400}}
+    with transaction(db) as s:  # type: ignore[arg-type]
+        event_id = events.add_event(s, type="article.created", now=datetime.now(UTC),
+                                    payload=payload)  # fmt: skip
+    return event_id, time.time()
+
+
+def wait_for(receiver: Receiver, expected: set[tuple[str, str]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not expected <= receiver.arrivals.keys():
+        if time.monotonic() > deadline:
+            missing = len(expected - receiver.arrivals.keys())
+            raise SystemExit(f"{missing} deliveries did not arrive within {timeout} s")
+        time.sleep(0.005)
+
+
+def run_round(db: object, receiver: Receiver, subs: int, args: argparse.Namespace) -> str:
+    with transaction(db) as s:  # type: ignore[arg-type]
+        for i in range(subs):
+            subscriptions.create_subscription(
+                s, url=f"http://127.0.0.1:{receiver.port}/s/{subs}/{i}", description=None,
+                event_types=("article.created",), filters=Filters(), secret=new_secret(),
+                now=datetime.now(UTC),
+            )  # fmt: skip
+    paths = [f"/s/{subs}/{i}" for i in range(subs)]
+    latencies: list[float] = []
+    for n in range(args.events):
+        event_id, committed = add_event(db, n)
+        expected = {(str(event_id), p) for p in paths}
+        wait_for(receiver, expected, 30)
+        latencies += [receiver.arrivals[k] - committed for k in expected]
+        time.sleep(0.05)
+    count = max(1, args.burst_deliveries // subs)
+    started = time.time()
+    expected = set()
+    for n in range(count):
+        event_id, _ = add_event(db, 10_000 + n)
+        expected |= {(str(event_id), p) for p in paths}
+    wait_for(receiver, expected, 300)
+    last = max(receiver.arrivals[k] for k in expected)
+    rate = len(expected) / (last - started)
+    with transaction(db) as s:  # type: ignore[arg-type]
+        for sub in subscriptions.list_subscriptions(s, after_id=0, limit=1000):
+            subscriptions.update_subscription(s, sub.id, now=datetime.now(UTC), enabled=False)
+    ms = [v * 1000 for v in latencies]
+    return (
+        f"{subs:>4} subscriptions  latency p50 {statistics.median(ms):6.1f} ms  "
+        f"p95 {pct(ms, 0.95):6.1f} ms  max {max(ms):6.1f} ms  (n={len(ms)})  "
+        f"burst {len(expected)} deliveries: {rate:6.0f}/s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--burst-deliveries", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--sizes", default="1,10,100")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        _, env = scratch_environment(
+            stack,
+            database_url=os.environ.get("DATABASE_URL"),
+            redis_url=os.environ.get("REDIS_URL"),
+            NEWSDESK_FETCH_ALLOW="127.0.0.1/32",
+            NEWSDESK_WEBHOOK_WORKERS=str(args.workers),
+            NEWSDESK_LOG_LEVEL="WARNING",
+        )
+        settings = Settings.from_env(env)
+        engine = make_engine(settings.database_url)
+        upgrade(engine)
+        db = session_factory(engine)
+        receiver = Receiver()
+        receiver.start()
+        child_env = os.environ | env
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "services.cli", role], env=child_env)
+            for role in ("dispatcher", "deliver")
+        ]
+        try:
+            time.sleep(3)  # processes import and connect
+            print(f"workers={args.workers} tick={settings.webhook_tick}s "
+                  f"concurrency/subscription={settings.webhook_concurrency} "
+                  f"database={settings.database_url.split(':')[0]}")  # fmt: skip
+            for size in (int(s) for s in args.sizes.split(",")):
+                print(run_round(db, receiver, size, args), flush=True)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+            engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions' filters, Standard Webhooks signing, the dispatcher and the sender."""
