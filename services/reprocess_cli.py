@@ -1,4 +1,4 @@
-"""`newsdesk reprocess`: queue stored articles for re-extraction of their entities."""
+"""`newsdesk reprocess`: queue stored articles for re-extraction, dedup and entities."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ BATCH = 1000
 
 def add_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "reprocess", help="re-run entity extraction on stored articles through the queue"
+        "reprocess",
+        help="re-run extraction, dedup and entities on stored articles through the queue",
     )
     parser.add_argument("--since", type=_date, help="only articles stored since (YYYY-MM-DD)")
     parser.add_argument("--feed", type=int, help="only articles seen in this feed")

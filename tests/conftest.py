@@ -147,3 +147,16 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, we
 
     async with TestClient(TestServer(create_app(settings))) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def ctx(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Any]:
+    """A worker context (real model, real database) installed for jobs run in this process."""
+    from workers.context import WorkerContext, install
+
+    context = WorkerContext(
+        settings=settings, sessions=session_factory(engine), recogniser=recogniser
+    )
+    install(context)
+    yield context
+    install(None)

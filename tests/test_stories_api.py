@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.config import Settings
-from services.db.engine import session_factory
 from tests.syndication import LATIMES_MAY, item, later, payload, seed, wire
 from tests.test_api import T0, add_article, add_feed, get_json
-from workers.context import WorkerContext, install
+from workers.context import WorkerContext
 from workers.pipeline import Outcome, process
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-def ctx(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[WorkerContext]:
-    context = WorkerContext(
-        settings=settings, sessions=session_factory(engine), recogniser=recogniser
-    )
-    install(context)
-    yield context
-    install(None)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ def extract_item(payload: dict[str, Any]) -> dict[str, Any]:
     return process(current(), payload).as_dict()
 
 
-def reprocess_article(article_id: int) -> dict[str, object]:
-    """Recompute a stored article's entities with the current code."""
+def reprocess_article(article_id: int) -> dict[str, Any]:
+    """Re-run extraction, dedup and entities on a stored article with the current code."""
     from workers.reprocess import reprocess
 
     return reprocess(current(), int(article_id))

@@ -63,7 +63,7 @@ def process(ctx: WorkerContext, raw: Any) -> Outcome:
     """Run one extraction job. Safe to run any number of times with the same payload."""
     started = time.monotonic()
     item = ItemPayload.from_dict(raw)
-    outcome = _process(ctx, item)
+    outcome = _process(ctx, item, raw)
     log.info(
         "item.processed feed_id=%s item=%s status=%s article_id=%s reason=%s ms=%d",
         item.feed_id,
@@ -76,7 +76,7 @@ def process(ctx: WorkerContext, raw: Any) -> Outcome:
     return outcome
 
 
-def _process(ctx: WorkerContext, item: ItemPayload) -> Outcome:
+def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outcome:
     with ctx.sessions() as session:
         state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
     if state is not None and state.content_hash == item.content_hash:
@@ -96,24 +96,30 @@ def _process(ctx: WorkerContext, item: ItemPayload) -> Outcome:
                 now=ctx.clock(),
             )
         return Outcome("error", reason=exc.code)
-    ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url)
+    ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
     sketch = neardup.sketch(extracted.text)
     if state is not None and state.article_id is not None:
         return _changed(ctx, ref, state.article_id, extracted, sketch)
+    shingled: stories.Shingled = {}
     with ctx.sessions() as session:
-        hint = _decide(session, extracted, sketch)
+        hint = _decide(session, extracted, sketch, shingled)
     found = None if hint.article_id is not None else _entities(ctx, extracted)
-    return _store(ctx, ref, extracted, sketch, found)
+    return _store(ctx, ref, extracted, sketch, found, shingled)
 
 
-def _decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
+def _decide(
+    session: Session,
+    extracted: Extracted,
+    sketch: neardup.Sketch | None,
+    shingled: stories.Shingled,
+) -> Decision:
     by_url = articles.find_by_urls(session, extracted.urls)
     if by_url is not None:
         return Decision(by_url, "url")
     by_text = articles.find_by_content(session, extracted.content_hash)
     if by_text is not None:
         return Decision(by_text, "content")
-    match = stories.find_similar(session, sketch)
+    match = stories.find_similar(session, sketch, shingled=shingled)
     if match is None:
         return Decision()
     if match.relation is neardup.Relation.DUPLICATE:
@@ -127,12 +133,13 @@ def _store(
     extracted: Extracted,
     sketch: neardup.Sketch | None,
     found: list[FoundEntity] | None,
+    shingled: stories.Shingled,
 ) -> Outcome:
     """Attach the item to its article or store a new one, deciding again under the lock."""
     with transaction(ctx.sessions) as session:
         stories.lock_dedup(session)
         now = ctx.clock()
-        decision = _decide(session, extracted, sketch)
+        decision = _decide(session, extracted, sketch, shingled)
         if decision.article_id is not None:
             articles.attach(
                 session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
@@ -142,7 +149,7 @@ def _store(
             return _insert(session, ref, extracted, sketch, found, decision, now)
     # The copy seen before the lock is gone (its article's text changed): a new article, so
     # it needs its entities after all.
-    return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted))
+    return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted), shingled)
 
 
 def _insert(
@@ -159,6 +166,7 @@ def _insert(
         # Only a writer that skips the dedup lock can get here; the job's retry attaches.
         raise RuntimeError("article insert conflicted under the dedup lock")
     articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
+    articles.save_source(session, article_id=article_id, payload=ref.payload, now=now)
     if decision.story_like is None:
         story_id = stories.start_story(session, article_id=article_id, now=now)
     else:
@@ -241,6 +249,7 @@ def _changed(
         articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
         if not changes:
             return Outcome("unchanged", article_id, reason="same_article")
+        articles.save_source(session, article_id=article_id, payload=ref.payload, now=now)
         if "text" in changes["fields"]:
             stories.index_article(session, article_id=article_id, sketch=sketch)
         if _update_capped(session, article_id, now):

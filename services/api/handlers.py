@@ -15,7 +15,7 @@ from services.api import params, schemas
 from services.api.context import ENGINE, PROBE_TIMEOUT, REDIS, read
 from services.api.errors import problem
 from services.core.errors import NotFound
-from services.db import feeds, reads
+from services.db import articles, feeds, reads
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,14 @@ def _resolve_entity(session: Session, ref: str) -> list[int]:
 async def get_article(request: web.Request) -> web.Response:
     params.check_names(request.query, ())
     article_id = params.parse_id(request.match_info["id"])
-    article = await read(request, lambda s: reads.get_article(s, article_id))
+    try:
+        article = await read(request, lambda s: reads.get_article(s, article_id))
+    except NotFound:
+        # Reprocessing merged this article into an older copy: its id lives on as a redirect.
+        into = await read(request, lambda s: articles.merged_into(s, article_id))
+        if into is None:
+            raise
+        raise web.HTTPPermanentRedirect(f"/v1/articles/{into}") from None
     return web.json_response(schemas.article_detail(article))
 
 

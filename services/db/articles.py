@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.core.extract import Extracted
-from services.db.entities import StoredEntity
+from services.db.entities import StoredEntity, drop_links
 from services.db.feeds import key_hash
-from services.db.models import Article, ArticleUrl, Event, Sighting
+from services.db.models import (
+    Article,
+    ArticleMerge,
+    ArticleSource,
+    ArticleUrl,
+    Event,
+    Sighting,
+    Story,
+)
 from services.db.upsert import insert_for, insert_ignore
 
 
@@ -32,6 +42,7 @@ class ItemRef:
     item_key: str
     content_hash: str
     url: str | None
+    payload: dict[str, Any] = field(default_factory=dict, repr=False)  # the job's payload
 
 
 def sighting_state(session: Session, *, feed_id: int, item_key: str) -> SightingState | None:
@@ -43,13 +54,21 @@ def sighting_state(session: Session, *, feed_id: int, item_key: str) -> Sighting
     return None if row is None else SightingState(row[0], row[1], row[2])
 
 
-def find_by_urls(session: Session, urls: Sequence[str]) -> int | None:
-    """The article already known under one of ``urls`` (canonical or alias)."""
+def find_by_urls(
+    session: Session, urls: Sequence[str], *, exclude: int | None = None
+) -> int | None:
+    """The article already known under one of ``urls`` (canonical or alias), other than
+    article ``exclude``."""
     if not urls:
         return None
-    found = session.scalar(select(ArticleUrl.article_id).where(ArticleUrl.url.in_(urls)).limit(1))
+    by_alias = select(ArticleUrl.article_id).where(ArticleUrl.url.in_(urls))
+    by_canonical = select(Article.id).where(Article.canonical_url.in_(urls))
+    if exclude is not None:
+        by_alias = by_alias.where(ArticleUrl.article_id != exclude)
+        by_canonical = by_canonical.where(Article.id != exclude)
+    found = session.scalar(by_alias.limit(1))
     if found is None:
-        found = session.scalar(select(Article.id).where(Article.canonical_url.in_(urls)).limit(1))
+        found = session.scalar(by_canonical.limit(1))
     return found
 
 
@@ -158,17 +177,121 @@ def update_article(
 def article_event_payload(
     session: Session, *, article_id: int, feed_id: int, entities: Sequence[StoredEntity]
 ) -> dict[str, Any]:
+    """The ``data`` of an ``article.*`` event (webhook payload version 1, README "Webhooks").
+
+    Thin on purpose (well under 20 KB): the summary and entity list are capped, and the full
+    article is one API call away (its path is added when the webhook is sent).
+    """
     row = session.get(Article, article_id)
     assert row is not None
+    url = row.canonical_url or session.scalar(
+        select(ArticleUrl.url)
+        .where(ArticleUrl.article_id == article_id)
+        .order_by(ArticleUrl.id)
+        .limit(1)
+    )
+    feed_ids = sorted(
+        set(session.scalars(select(Sighting.feed_id).where(Sighting.article_id == article_id)))
+        | {feed_id}
+    )
+    summary = row.summary[:1000] if row.summary else row.summary
     return {
+        "version": 1,
         "article": {
             "id": row.id,
-            "title": row.title,
+            "title": row.title[:500],
+            "url": url,
             "canonical_url": row.canonical_url,
             "published_at": row.published_at.isoformat() if row.published_at else None,
-            "summary": row.summary,
+            "language": row.language,
+            "summary": summary,
             "story_id": row.story_id,
+            "feed_ids": feed_ids,
         },
         "feed_id": feed_id,
-        "entities": [{"id": e.id, "name": e.name, "type": e.type} for e in entities],
+        "entities": [{"id": e.id, "name": e.name, "type": e.type} for e in entities[:100]],
     }
+
+
+def save_source(
+    session: Session, *, article_id: int, payload: dict[str, Any], now: datetime
+) -> None:
+    """Keep the job payload the article's current text came from (for reprocessing)."""
+    blob = zlib.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), 1)
+    stmt = insert_for(session, ArticleSource).values(
+        article_id=article_id, payload=blob, stored_at=now
+    )
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ArticleSource.article_id], set_={"payload": blob, "stored_at": now}
+        )
+    )
+
+
+def load_source(session: Session, article_id: int) -> dict[str, Any] | None:
+    """The payload kept by :func:`save_source`, or None for an article stored without one."""
+    blob = session.scalar(
+        select(ArticleSource.payload).where(ArticleSource.article_id == article_id)
+    )
+    if blob is None:
+        return None
+    found: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return found
+
+
+def merged_into(session: Session, article_id: int) -> int | None:
+    """The article a merged-away id now belongs to, or None."""
+    return session.scalar(select(ArticleMerge.article_id).where(ArticleMerge.old_id == article_id))
+
+
+def merge_article(session: Session, *, loser: int, winner: int, reason: str, now: datetime) -> None:
+    """Fold article ``loser`` into ``winner``: its sightings and URLs move, it is deleted.
+
+    Entity counts drop by the loser's links (the winner keeps its own), the loser's story
+    loses a member (the winner joins it when it had none), and ``article_merges`` remembers
+    the old id so links to it keep working. Events keep their payload; their article
+    reference is cleared by the foreign key.
+    """
+    row = session.get(Article, loser, with_for_update=True)
+    if row is None:
+        return
+    session.execute(update(Sighting).where(Sighting.article_id == loser).values(article_id=winner))
+    session.execute(
+        update(ArticleUrl).where(ArticleUrl.article_id == loser).values(article_id=winner)
+    )
+    if row.canonical_url:
+        canonical = row.canonical_url
+        row.canonical_url = None
+        session.flush()
+        insert_ignore(
+            session, ArticleUrl, {"article_id": winner, "url": canonical, "created_at": now}
+        )
+    drop_links(session, article_id=loser, now=now)
+    if row.story_id is not None:
+        _leave_story(session, story_id=row.story_id, loser=loser, winner=winner, now=now)
+    session.execute(
+        update(ArticleMerge).where(ArticleMerge.article_id == loser).values(article_id=winner)
+    )
+    session.execute(
+        insert(ArticleMerge).values(old_id=loser, article_id=winner, reason=reason, merged_at=now)
+    )
+    session.execute(delete(Article).where(Article.id == loser))
+
+
+def _leave_story(
+    session: Session, *, story_id: int, loser: int, winner: int, now: datetime
+) -> None:
+    winner_story = session.scalar(select(Article.story_id).where(Article.id == winner))
+    if winner_story is None:
+        # The winner takes the loser's place in its story: the count does not move.
+        session.execute(update(Article).where(Article.id == winner).values(story_id=story_id))
+        members = 0
+    else:
+        members = -1
+    first = session.scalar(select(Story.first_article_id).where(Story.id == story_id))
+    values: dict[str, Any] = {"article_count": Story.article_count + members, "updated_at": now}
+    if first == loser:
+        values["first_article_id"] = session.scalar(
+            select(func.min(Article.id)).where(Article.story_id == story_id, Article.id != loser)
+        )
+    session.execute(update(Story).where(Story.id == story_id).values(values))

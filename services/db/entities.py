@@ -27,7 +27,7 @@ from services.core.gazetteer import Gazetteer, default_gazetteer
 from services.db.models import Article, ArticleEntity, Entity, EntityAlias
 from services.db.upsert import insert_for, insert_ignore
 
-__all__ = ["StoredEntity", "find_entity_ids", "known_names", "store_entities"]
+__all__ = ["StoredEntity", "drop_links", "find_entity_ids", "known_names", "store_entities"]
 
 
 @dataclass(frozen=True)
@@ -271,6 +271,11 @@ def _replace_links(
         session.execute(
             update(_ENTITIES).where(_ENTITIES.c.id.in_(sorted(links))).values(last_seen_at=now)
         )
+
+
+def drop_links(session: Session, *, article_id: int, now: datetime) -> None:
+    """Remove all of an article's entity links, lowering each entity's article count."""
+    _replace_links(session, article_id, {}, now)
 
 
 def known_names(

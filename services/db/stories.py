@@ -90,6 +90,9 @@ def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch |
     )
 
 
+# Candidates' shingle sets by article id, with the content hash they were computed from.
+Shingled = dict[int, tuple[str, frozenset[int]]]
+
 # A candidate must share at least this many of the 64 bands before its text is loaded and
 # compared: one shared band is usually a common phrase. A pair at the STORY threshold
 # (Jaccard 0.25) still shares two bands 91% of the time, at 0.3 98%, a duplicate always.
@@ -108,6 +111,7 @@ def _band_hits_sql(bands: int) -> TextClause:
         f"WITH q(band, value) AS (VALUES {pairs}) "
         "SELECT ab.article_id FROM q JOIN article_bands ab "
         "ON ab.band = q.band AND ab.value = q.value "
+        "WHERE ab.article_id <> :exclude "
         "GROUP BY ab.article_id HAVING count(*) >= :min_hits "
         "ORDER BY count(*) DESC, ab.article_id LIMIT :limit"
     ).bindparams(
@@ -120,25 +124,56 @@ _BAND_HITS = _band_hits_sql(neardup.BANDS)
 
 
 def candidates(
-    session: Session, sketch: neardup.Sketch, *, limit: int = MAX_CANDIDATES
+    session: Session,
+    sketch: neardup.Sketch,
+    *,
+    limit: int = MAX_CANDIDATES,
+    exclude: int | None = None,
+    shingled: Shingled | None = None,
 ) -> list[tuple[int, frozenset[int]]]:
-    """Stored articles sharing bands with ``sketch``, with their shingles for verification."""
-    params: dict[str, int] = {"min_hits": MIN_BAND_HITS, "limit": limit}
+    """Stored articles sharing bands with ``sketch`` (but article ``exclude``), with their
+    shingles for verification.
+
+    ``shingled`` caches candidates' shingles across the lookups of one job (the decision is
+    taken before NER and again under the dedup lock), keyed by the text's hash so a text
+    changed in between is read again.
+    """
+    params: dict[str, int] = {
+        "min_hits": MIN_BAND_HITS,
+        "limit": limit,
+        "exclude": -1 if exclude is None else exclude,
+    }
     for band, value in enumerate(sketch.bands):
         params[f"b{band}"] = band
         params[f"v{band}"] = value
     ids = list(session.scalars(_BAND_HITS, params))
     if not ids:
         return []
-    rows = session.execute(select(Article.id, Article.text).where(Article.id.in_(ids)))
-    return [(article_id, neardup.shingles(body)) for article_id, body in rows]
+    known = {} if shingled is None else shingled
+    rows = session.execute(select(Article.id, Article.content_hash).where(Article.id.in_(ids)))
+    current = {article_id: digest for article_id, digest in rows}
+    stale = [i for i, digest in current.items() if known.get(i, ("", None))[0] != digest]
+    if stale:
+        texts = session.execute(
+            select(Article.id, Article.content_hash, Article.text).where(Article.id.in_(stale))
+        )
+        known.update((i, (digest, neardup.shingles(body))) for i, digest, body in texts)
+    return [(i, known[i][1]) for i in ids if i in current]
 
 
-def find_similar(session: Session, sketch: neardup.Sketch | None) -> neardup.Match | None:
-    """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup)."""
+def find_similar(
+    session: Session,
+    sketch: neardup.Sketch | None,
+    *,
+    exclude: int | None = None,
+    shingled: Shingled | None = None,
+) -> neardup.Match | None:
+    """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup),
+    other than article ``exclude`` (reprocessing compares an article with the others)."""
     if sketch is None:
         return None
-    return neardup.best_match(sketch.shingles, candidates(session, sketch))
+    found = candidates(session, sketch, exclude=exclude, shingled=shingled)
+    return neardup.best_match(sketch.shingles, found)
 
 
 def start_story(session: Session, *, article_id: int, now: datetime) -> int:
