@@ -24,7 +24,7 @@ from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
 from services.db import articles, entities, events, feeds, stories
 from services.db.articles import ItemRef
-from services.db.engine import transaction
+from services.db.engine import reading, transaction
 from workers.context import WorkerContext
 
 log = logging.getLogger("newsdesk.worker")
@@ -77,7 +77,7 @@ def process(ctx: WorkerContext, raw: Any) -> Outcome:
 
 
 def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outcome:
-    with ctx.sessions() as session:
+    with reading(ctx.sessions) as session:
         state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
     if state is not None and state.content_hash == item.content_hash:
         # This exact version of the item was handled already (a re-run or a re-poll).
@@ -100,26 +100,20 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
     sketch = neardup.sketch(extracted.text)
     if state is not None and state.article_id is not None:
         return _changed(ctx, ref, state.article_id, extracted, sketch)
-    shingled: stories.Shingled = {}
-    with ctx.sessions() as session:
-        hint = _decide(session, extracted, sketch, shingled)
+    with reading(ctx.sessions) as session:
+        hint = _decide(session, extracted, sketch)
     found = None if hint.article_id is not None else _entities(ctx, extracted)
-    return _store(ctx, ref, extracted, sketch, found, shingled)
+    return _store(ctx, ref, extracted, sketch, found)
 
 
-def _decide(
-    session: Session,
-    extracted: Extracted,
-    sketch: neardup.Sketch | None,
-    shingled: stories.Shingled,
-) -> Decision:
+def _decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
     by_url = articles.find_by_urls(session, extracted.urls)
     if by_url is not None:
         return Decision(by_url, "url")
     by_text = articles.find_by_content(session, extracted.content_hash)
     if by_text is not None:
         return Decision(by_text, "content")
-    match = stories.find_similar(session, sketch, shingled=shingled)
+    match = stories.find_similar(session, sketch)
     if match is None:
         return Decision()
     if match.relation is neardup.Relation.DUPLICATE:
@@ -133,13 +127,12 @@ def _store(
     extracted: Extracted,
     sketch: neardup.Sketch | None,
     found: list[FoundEntity] | None,
-    shingled: stories.Shingled,
 ) -> Outcome:
     """Attach the item to its article or store a new one, deciding again under the lock."""
     with transaction(ctx.sessions) as session:
         stories.lock_dedup(session)
         now = ctx.clock()
-        decision = _decide(session, extracted, sketch, shingled)
+        decision = _decide(session, extracted, sketch)
         if decision.article_id is not None:
             articles.attach(
                 session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
@@ -149,7 +142,7 @@ def _store(
             return _insert(session, ref, extracted, sketch, found, decision, now)
     # The copy seen before the lock is gone (its article's text changed): a new article, so
     # it needs its entities after all.
-    return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted), shingled)
+    return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted))
 
 
 def _insert(
@@ -175,7 +168,13 @@ def _insert(
         )
     stories.index_article(session, article_id=article_id, sketch=sketch)
     event_id = _record(
-        session, event_type="article.created", article_id=article_id, ref=ref, found=found, now=now
+        session,
+        event_type="article.created",
+        article_id=article_id,
+        ref=ref,
+        found=found,
+        now=now,
+        fresh=True,
     )
     return Outcome("created", article_id, event_id=event_id, story_id=story_id)
 
@@ -204,9 +203,12 @@ def _record(
     found: list[FoundEntity],
     now: datetime,
     changes: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> int:
     """Write the article's entities and the event telling subscribers about it."""
-    stored = entities.store_entities(session, article_id=article_id, found=found, now=now)
+    stored = entities.store_entities(
+        session, article_id=article_id, found=found, now=now, fresh=fresh
+    )
     payload = articles.article_event_payload(
         session, article_id=article_id, feed_id=ref.feed_id, entities=stored
     )
@@ -234,7 +236,7 @@ def _changed(
     Only a material change gets here: a new title or text (their normalised hash moved). A
     tracking parameter, a timestamp, a byline, case or punctuation keep the hash: attach only.
     """
-    with ctx.sessions() as session:
+    with reading(ctx.sessions) as session:
         same_text = articles.find_by_content(session, extracted.content_hash)
     if same_text is not None:
         # Only the item's raw fields moved (a tracking parameter, markup): nothing to tell.

@@ -30,7 +30,7 @@ from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
 from services.db import articles, entities, stories
-from services.db.engine import transaction
+from services.db.engine import reading, transaction
 from services.db.models import Article
 from workers.context import WorkerContext
 
@@ -39,13 +39,13 @@ log = logging.getLogger("newsdesk.worker")
 
 def reprocess(ctx: WorkerContext, article_id: int) -> dict[str, Any]:
     """Re-run extraction, dedup and entity extraction on one stored article."""
-    with ctx.sessions() as session:
+    with reading(ctx.sessions) as session:
         current = _load(session, article_id)
     if isinstance(current, dict):
         return current
     extracted, source = current
     sketch = neardup.sketch(extracted.text)
-    with ctx.sessions() as session:
+    with reading(ctx.sessions) as session:
         copies = _copies(session, article_id, extracted, sketch)
     found = None
     if not _older(copies, article_id):  # this article stays: it needs its entities

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from services.core.extract import Extracted
@@ -61,15 +61,14 @@ def find_by_urls(
     article ``exclude``."""
     if not urls:
         return None
-    by_alias = select(ArticleUrl.article_id).where(ArticleUrl.url.in_(urls))
-    by_canonical = select(Article.id).where(Article.canonical_url.in_(urls))
+    by_alias = select(ArticleUrl.article_id.label("id")).where(ArticleUrl.url.in_(urls))
+    by_canonical = select(Article.id.label("id")).where(Article.canonical_url.in_(urls))
     if exclude is not None:
         by_alias = by_alias.where(ArticleUrl.article_id != exclude)
         by_canonical = by_canonical.where(Article.id != exclude)
-    found = session.scalar(by_alias.limit(1))
-    if found is None:
-        found = session.scalar(by_canonical.limit(1))
-    return found
+    # One round trip: every URL is also recorded in article_urls, the canonical column is
+    # the fallback for articles stored before that.
+    return session.scalar(union_all(by_alias, by_canonical).limit(1))
 
 
 def find_by_content(session: Session, content_hash: str) -> int | None:
@@ -115,9 +114,10 @@ def attach(
             },
         )
     )
-    for url in urls:
-        insert_ignore(
-            session, ArticleUrl, {"article_id": article_id, "url": url, "created_at": now}
+    if urls:
+        session.execute(
+            insert_for(session, ArticleUrl).on_conflict_do_nothing(),
+            [{"article_id": article_id, "url": url, "created_at": now} for url in urls],
         )
 
 
@@ -182,8 +182,12 @@ def article_event_payload(
     Thin on purpose (well under 20 KB): the summary and entity list are capped, and the full
     article is one API call away (its path is added when the webhook is sent).
     """
-    row = session.get(Article, article_id)
-    assert row is not None
+    row = session.execute(
+        select(
+            Article.id, Article.title, Article.canonical_url, Article.published_at,
+            Article.language, Article.summary, Article.story_id,
+        ).where(Article.id == article_id)
+    ).one()  # fmt: skip
     url = row.canonical_url or session.scalar(
         select(ArticleUrl.url)
         .where(ArticleUrl.article_id == article_id)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_MS = 30_000
+READ_ONLY = "newsdesk_read_only"  # connection execution option set by `reading`
 
 
 def make_engine(url: str, *, immediate: bool = True, pool_size: int = 5) -> Engine:
@@ -47,7 +48,9 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 5) -> Engi
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        # A reading unit (see `reading`) takes no write lock: it never queues behind writers.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else begin)
 
     return engine
 
@@ -60,4 +63,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit that only reads: on SQLite a deferred ``BEGIN`` even on a writer's engine, so
+    lookups take no write lock (PostgreSQL reads never lock)."""
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY: True})
         yield session

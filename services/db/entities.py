@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
@@ -52,8 +52,11 @@ def store_entities(
     found: Sequence[FoundEntity],
     now: datetime,
     gazetteer: Gazetteer | None = None,
+    fresh: bool = False,
 ) -> list[StoredEntity]:
     """Make the article's entities exactly ``found``, each resolved to its stored entity.
+
+    ``fresh`` says the article was inserted in this transaction (it has no links yet).
 
     Article counts stay exact however often an article is stored again with other entities.
     Writers take locks in one order: entities and aliases are inserted in (type, key)
@@ -68,16 +71,12 @@ def store_entities(
     groups: defaultdict[tuple[str, str], list[Resolution]] = defaultdict(list)
     for _, res in resolved:
         groups[(res.type, res.key)].append(res)
-    # Every name this article could resolve through, looked up in two queries per type
-    # rather than two per entity.
+    # Every name this article could resolve through, looked up in two queries in all.
     wanted: defaultdict[str, set[str]] = defaultdict(set)
     for (type_, _), group in groups.items():
         for res in group:
             wanted[type_].update(res.lookup_keys)
-    known: dict[str, dict[str, int]] = {}
-    taken: dict[str, set[str]] = {}
-    for type_, keys in wanted.items():
-        known[type_], taken[type_] = _known_keys(session, type_, sorted(keys))
+    known, taken = _known_names(session, wanted)
     ids = {
         slot: _entity_for(session, group, now, gaz, known[slot[0]])
         for slot, group in sorted(groups.items())
@@ -89,7 +88,7 @@ def store_entities(
         link = links.setdefault(entity_id, _Link(0, ent.first_offset))
         link.mentions += ent.mentions
         link.first_offset = min(link.first_offset, ent.first_offset)
-    _replace_links(session, article_id, links, now)
+    _replace_links(session, article_id, links, now, fresh=fresh)
     rows = session.execute(select(Entity.id, Entity.name, Entity.type).where(Entity.id.in_(links)))
     named = {i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows}
     return [named[i] for i in links]
@@ -141,34 +140,47 @@ def _entity_for(
     return entity_id
 
 
-def _known_keys(
-    session: Session, type: str, keys: Sequence[str]
-) -> tuple[dict[str, int], set[str]]:
-    """Which of ``keys`` name an entity of ``type`` (its own key first, then its aliases),
-    and which of them are stored aliases."""
+def _known_names(
+    session: Session, wanted: dict[str, set[str]]
+) -> tuple[defaultdict[str, dict[str, int]], defaultdict[str, set[str]]]:
+    """For each type, which of its ``wanted`` keys name an entity (its own key first, then
+    its aliases), and which of them are stored aliases: two queries for all types.
+
+    Both filter on ``type IN (...) AND key IN (...)`` so the (type, key) unique indexes
+    serve them; pairs of a type with another type's key are dropped here.
+    """
+    known: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    taken: defaultdict[str, set[str]] = defaultdict(set)
+    keys = sorted(set().union(*wanted.values())) if wanted else []
     if not keys:
-        return {}, set()
+        return known, taken
+    types = sorted(wanted)
     own = session.execute(
-        select(Entity.key, Entity.id).where(Entity.type == type, Entity.key.in_(keys))
-    )
-    hits = {key: entity_id for key, entity_id in own}
-    aliases = session.execute(
-        select(EntityAlias.key, EntityAlias.entity_id).where(
-            EntityAlias.type == type, EntityAlias.key.in_(keys)
+        select(Entity.type, Entity.key, Entity.id).where(
+            Entity.type.in_(types), Entity.key.in_(keys)
         )
     )
-    taken = set()
-    for key, entity_id in aliases:
-        hits.setdefault(key, entity_id)
-        taken.add(key)
-    return hits, taken
+    for type_, key, entity_id in own:
+        if key in wanted[type_]:
+            known[type_][key] = entity_id
+    aliases = session.execute(
+        select(EntityAlias.type, EntityAlias.key, EntityAlias.entity_id).where(
+            EntityAlias.type.in_(types), EntityAlias.key.in_(keys)
+        )
+    )
+    for type_, key, entity_id in aliases:
+        if key in wanted[type_]:
+            known[type_].setdefault(key, entity_id)
+            taken[type_].add(key)
+    return known, taken
 
 
 def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int | None:
     """The known organisation a country-qualified name joins ("U.S. State Department")."""
     if not res.fallback or res.qualifier is None:
         return None
-    hits, _ = _known_keys(session, res.type, res.fallback)
+    known, _ = _known_names(session, {res.type: set(res.fallback)})
+    hits = known[res.type]
     for key in res.fallback:
         if key in hits:
             entity_id = hits[key]
@@ -213,7 +225,12 @@ _ENTITIES = cast(Table, Entity.__table__)
 _COUNT_UPDATE = (
     update(_ENTITIES)
     .where(_ENTITIES.c.id == bindparam("eid"))
-    .values(article_count=_ENTITIES.c.article_count + bindparam("delta"))
+    .values(
+        article_count=_ENTITIES.c.article_count + bindparam("delta"),
+        last_seen_at=func.coalesce(
+            bindparam("seen", type_=_ENTITIES.c.last_seen_at.type), _ENTITIES.c.last_seen_at
+        ),
+    )
 )
 _LINK_UPDATE = (
     update(_LINKS)
@@ -223,22 +240,24 @@ _LINK_UPDATE = (
 
 
 def _replace_links(
-    session: Session, article_id: int, links: dict[int, _Link], now: datetime
+    session: Session, article_id: int, links: dict[int, _Link], now: datetime, *, fresh: bool
 ) -> None:
     """Set the article's entity links to ``links`` and move article counts by exactly one.
 
     The article's row is locked first (PostgreSQL), so two writers re-storing the same
-    article one after the other each see the links the other committed.
+    article one after the other each see the links the other committed. A ``fresh``
+    article (inserted in this transaction) has no links yet: nothing to lock or read.
     """
-    session.execute(select(Article.id).where(Article.id == article_id).with_for_update())
-    before = {
-        entity_id: (mentions, offset)
-        for entity_id, mentions, offset in session.execute(
+    before: dict[int, tuple[int, int]] = {}
+    if not fresh:
+        if session.get_bind().dialect.name != "sqlite":  # SQLite: the writer lock suffices
+            session.execute(select(Article.id).where(Article.id == article_id).with_for_update())
+        rows = session.execute(
             select(_LINKS.c.entity_id, _LINKS.c.mentions, _LINKS.c.first_offset).where(
                 _LINKS.c.article_id == article_id
             )
         )
-    }
+        before = {entity_id: (mentions, offset) for entity_id, mentions, offset in rows}
     removed = sorted(set(before) - set(links))
     if removed:
         session.execute(
@@ -263,19 +282,19 @@ def _replace_links(
     ]
     if changed:
         session.execute(_LINK_UPDATE, changed)
-    # Counts in entity id order (the lock order every writer uses).
-    deltas = sorted({**dict.fromkeys(removed, -1), **{r["entity_id"]: 1 for r in added}}.items())
-    if deltas:
-        session.execute(_COUNT_UPDATE, [{"eid": i, "delta": d} for i, d in deltas])
-    if links:
+    # One statement, in entity id order (the lock order every writer uses): linked entities
+    # were seen now, a removed one keeps its last sighting.
+    moves: list[tuple[int, int, datetime | None]] = [(i, -1, None) for i in removed]
+    moves += [(i, 0 if i in before else 1, now) for i in links]
+    if moves:
         session.execute(
-            update(_ENTITIES).where(_ENTITIES.c.id.in_(sorted(links))).values(last_seen_at=now)
+            _COUNT_UPDATE, [{"eid": i, "delta": d, "seen": t} for i, d, t in sorted(moves)]
         )
 
 
 def drop_links(session: Session, *, article_id: int, now: datetime) -> None:
     """Remove all of an article's entity links, lowering each entity's article count."""
-    _replace_links(session, article_id, {}, now)
+    _replace_links(session, article_id, {}, now, fresh=False)
 
 
 def known_names(

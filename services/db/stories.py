@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
     SmallInteger,
+    Table,
     TextClause,
     bindparam,
     delete,
@@ -76,13 +79,17 @@ def lock_dedup(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEDUP_LOCK_KEY})
 
 
+_BANDS = cast(Table, ArticleBand.__table__)
+_STORIES = cast(Table, Story.__table__)
+
+
 def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch | None) -> None:
     """Make the article's stored bands those of ``sketch`` (none for a short text)."""
-    session.execute(delete(ArticleBand).where(ArticleBand.article_id == article_id))
+    session.execute(delete(_BANDS).where(_BANDS.c.article_id == article_id))
     if sketch is None:
         return
     session.execute(
-        insert(ArticleBand),
+        insert(_BANDS),
         [
             {"article_id": article_id, "band": band, "value": value}
             for band, value in enumerate(sketch.bands)
@@ -90,8 +97,36 @@ def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch |
     )
 
 
-# Candidates' shingle sets by article id, with the content hash they were computed from.
-Shingled = dict[int, tuple[str, frozenset[int]]]
+class ShingleCache:
+    """Shingle sets of recently compared articles, by id and text hash, least recently used
+    out first.
+
+    The same articles come up as candidates again and again (a developing story, a wire
+    copy's siblings, and each job's second lookup under the lock); their stored text need
+    not be read and shingled every time. A text whose hash changed is a miss.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[int, tuple[str, frozenset[int]]] = OrderedDict()
+
+    def get(self, article_id: int, digest: str) -> frozenset[int] | None:
+        hit = self._items.get(article_id)
+        if hit is None or hit[0] != digest:
+            return None
+        self._items.move_to_end(article_id)
+        return hit[1]
+
+    def put(self, article_id: int, digest: str, shingles: frozenset[int]) -> frozenset[int]:
+        self._items[article_id] = (digest, shingles)
+        self._items.move_to_end(article_id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return shingles
+
+
+# About 30 KB per 500-word article: 2,000 entries stay under 64 MB per worker.
+_SHINGLES = ShingleCache(2000)
 
 # A candidate must share at least this many of the 64 bands before its text is loaded and
 # compared: one shared band is usually a common phrase. A pair at the STORY threshold
@@ -129,15 +164,9 @@ def candidates(
     *,
     limit: int = MAX_CANDIDATES,
     exclude: int | None = None,
-    shingled: Shingled | None = None,
 ) -> list[tuple[int, frozenset[int]]]:
     """Stored articles sharing bands with ``sketch`` (but article ``exclude``), with their
-    shingles for verification.
-
-    ``shingled`` caches candidates' shingles across the lookups of one job (the decision is
-    taken before NER and again under the dedup lock), keyed by the text's hash so a text
-    changed in between is read again.
-    """
+    shingles for verification (from this process's cache when the text is unchanged)."""
     params: dict[str, int] = {
         "min_hits": MIN_BAND_HITS,
         "limit": limit,
@@ -149,16 +178,17 @@ def candidates(
     ids = list(session.scalars(_BAND_HITS, params))
     if not ids:
         return []
-    known = {} if shingled is None else shingled
     rows = session.execute(select(Article.id, Article.content_hash).where(Article.id.in_(ids)))
     current = {article_id: digest for article_id, digest in rows}
-    stale = [i for i, digest in current.items() if known.get(i, ("", None))[0] != digest]
+    found = {i: _SHINGLES.get(i, digest) for i, digest in current.items()}
+    stale = [i for i, ids_ in found.items() if ids_ is None]
     if stale:
         texts = session.execute(
             select(Article.id, Article.content_hash, Article.text).where(Article.id.in_(stale))
         )
-        known.update((i, (digest, neardup.shingles(body))) for i, digest, body in texts)
-    return [(i, known[i][1]) for i in ids if i in current]
+        for i, digest, body in texts:
+            found[i] = _SHINGLES.put(i, digest, neardup.shingles(body))
+    return [(i, ids_) for i in ids if (ids_ := found.get(i)) is not None]
 
 
 def find_similar(
@@ -166,23 +196,24 @@ def find_similar(
     sketch: neardup.Sketch | None,
     *,
     exclude: int | None = None,
-    shingled: Shingled | None = None,
 ) -> neardup.Match | None:
     """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup),
     other than article ``exclude`` (reprocessing compares an article with the others)."""
     if sketch is None:
         return None
-    found = candidates(session, sketch, exclude=exclude, shingled=shingled)
+    found = candidates(session, sketch, exclude=exclude)
     return neardup.best_match(sketch.shingles, found)
 
 
 def start_story(session: Session, *, article_id: int, now: datetime) -> int:
     """A new story whose first member is ``article_id``."""
-    story = Story(article_count=1, first_article_id=article_id, created_at=now, updated_at=now)
-    session.add(story)
-    session.flush()
-    session.execute(update(Article).where(Article.id == article_id).values(story_id=story.id))
-    return story.id
+    story_id = session.execute(
+        insert(_STORIES)
+        .values(article_count=1, first_article_id=article_id, created_at=now, updated_at=now)
+        .returning(_STORIES.c.id)
+    ).scalar_one()
+    session.execute(update(Article).where(Article.id == article_id).values(story_id=story_id))
+    return int(story_id)
 
 
 def join_story(session: Session, *, article_id: int, like: int, now: datetime) -> int:
