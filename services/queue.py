@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -75,8 +76,9 @@ def enqueue_reprocess(queue: Queue, article_id: int, *, run: str, timeout: int) 
 
 # -- webhook deliveries -----------------------------------------------------------------------
 # No rq Retry: the retry schedule lives in SQL (services/db/deliveries.py), and a lost job is
-# handed out again by the dispatcher when its lease ends.
-DELIVER_FUNC = "workers.deliver.deliver"
+# handed out again by the dispatcher when its lease ends. One job carries several leases,
+# sent concurrently by one delivery process, so rq's per-job cost is paid once per batch.
+DELIVER_FUNC = "workers.deliver.deliver_batch"
 DELIVER_RESULT_TTL = 600
 DELIVER_GRACE = 30  # seconds a delivery job may run beyond the subscriber's timeout
 
@@ -86,25 +88,55 @@ def webhook_queue(settings: Settings, connection: redis.Redis) -> Queue:
 
 
 def delivery_job_id(delivery_id: int, token: int) -> str:
-    """One job per hand-out of a delivery (the token changes at every hand-out)."""
+    """Named after the job's first lease (the token changes at every hand-out)."""
     return f"deliver-{delivery_id}-{token}"
 
 
-def enqueue_deliveries(queue: Queue, leased: list[tuple[int, int]], *, timeout: float) -> int:
-    """Queue one job per ``(delivery id, token)`` in one Redis round trip; returns the count."""
+def delivery_batches(
+    leased: Sequence[tuple[int, int, int]], *, batch: int, spread: int = 1
+) -> list[list[tuple[int, int]]]:
+    """Split ``(delivery id, token, subscription id)`` leases into jobs' ``(id, token)`` lists.
+
+    At most ``batch`` leases a job, and at least ``spread`` jobs when there are that many
+    subscriptions (so idle delivery processes share a hand-out); a subscription's leases sit
+    next to each other, so a slow subscriber holds as few processes as possible.
+    """
     if not leased:
-        return 0
+        return []
+    ordered = sorted(leased, key=lambda lease: (lease[2], lease[0]))
+    subscribers = len({lease[2] for lease in ordered})
+    jobs = max(-(-len(ordered) // max(1, batch)), min(max(1, spread), subscribers))
+    size, extra = divmod(len(ordered), jobs)
+    batches, start = [], 0
+    for i in range(jobs):
+        end = start + size + (1 if i < extra else 0)
+        batches.append([(d, t) for d, t, _ in ordered[start:end]])
+        start = end
+    return batches
+
+
+def enqueue_deliveries(
+    queue: Queue,
+    leased: Sequence[tuple[int, int, int]],
+    *,
+    timeout: float,
+    batch: int,
+    spread: int = 1,
+) -> int:
+    """Queue ``leased`` as jobs (see ``delivery_batches``) in one Redis round trip; returns
+    the number of deliveries queued."""
     jobs = [
         Queue.prepare_data(
             DELIVER_FUNC,
-            args=(delivery_id, token),
-            job_id=delivery_job_id(delivery_id, token),
+            args=([list(pair) for pair in pairs],),
+            job_id=delivery_job_id(*pairs[0]),
             timeout=int(timeout) + DELIVER_GRACE,
             result_ttl=DELIVER_RESULT_TTL,
             failure_ttl=FAILURE_TTL,
-            description=f"deliver delivery={delivery_id}",
+            description=f"deliver deliveries={','.join(str(d) for d, _ in pairs)[:200]}",
         )
-        for delivery_id, token in leased
+        for pairs in delivery_batches(leased, batch=batch, spread=spread)
     ]
-    queue.enqueue_many(jobs)
-    return len(jobs)
+    if jobs:
+        queue.enqueue_many(jobs)
+    return len(leased)

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
-from services.db import deliveries, events, fanout, subscriptions
+from services.db import events, fanout, leases, subscriptions
 from services.db.engine import make_engine, session_factory, transaction
 from services.webhooks.dispatcher import policy
 from services.webhooks.filters import Filters
@@ -133,7 +133,7 @@ async def test_events_api_pages_with_after(client: Client, settings: Settings, d
     body = await (await client.get(f"/v1/events?after={body['next_after']}")).json()
     assert [e["id"] for e in body["data"]] == ids[2:]
     body = await (await client.get(f"/v1/events?after={ids[-1]}")).json()
-    assert body == {"data": [], "next_after": ids[-1]}
+    assert body == {"data": [], "next_after": ids[-1], "next": f"/v1/events?after={ids[-1]}"}
     typed = await (await client.get("/v1/events?type=feed.error")).json()
     assert [e["id"] for e in typed["data"]] == [ids[1]] and typed["next_after"] == ids[-1]
     for bad in ("after=-1", "after=x", "limit=0", "limit=5000", "type=nope", "since=1"):
@@ -149,10 +149,10 @@ async def test_deliveries_api_shows_attempts_and_redelivers(
     with transaction(db) as s:
         fanout.fan_out(s, now=NOW, schedule=rules.schedule, limit=100)
     with transaction(db) as s:
-        leased = deliveries.hand_out(s, now=NOW, policy=rules, limit=10)
+        leased = leases.hand_out(s, now=NOW, policy=rules, limit=10)
     assert len(leased) == 2  # the concurrency cap (2) of one subscription
     with transaction(db) as s:
-        verdict = deliveries.record_attempt(
+        verdict = leases.record_attempt(
             s, delivery_id=leased[0][0], token=leased[0][1], now=NOW, policy=rules,
             rng=random.Random(1),
             result=AttemptResult(status_code=503, latency_ms=12, error_code="http_503",

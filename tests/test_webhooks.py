@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from services.config import Settings
 from services.db import events, subscriptions
 from services.db.engine import session_factory, transaction
 from services.db.models import Delivery, DeliveryAttempt, Subscription
+from services.metrics import KEY, sample
 from services.queue import webhook_queue
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.filters import Filters
@@ -61,7 +63,7 @@ class Receiver:
     """An aiohttp server on 127.0.0.1 in a background thread, recording every request.
 
     ``script[path]`` lists the answers to give in turn (then 200s); ``slow[path]`` delays
-    every answer of that path.
+    every answer of that path; ``peak[path]`` is the most requests it had open at once.
     """
 
     def __init__(self, port: int = 0) -> None:
@@ -73,16 +75,25 @@ class Receiver:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: web.AppRunner | None = None
         self.lock = threading.Lock()
+        self.open: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        path = request.path
         with self.lock:
-            self.hits.append(Hit(request.path, dict(request.headers), body, time.monotonic()))
-            queue = self.script.get(request.path) or []
+            self.hits.append(Hit(path, dict(request.headers), body, time.monotonic()))
+            queue = self.script.get(path) or []
             answer = queue.pop(0) if queue else Answer()
-        delay = answer.delay or self.slow.get(request.path, 0.0)
-        if delay:
-            await asyncio.sleep(delay)
+            self.open[path] = self.open.get(path, 0) + 1
+            self.peak[path] = max(self.peak.get(path, 0), self.open[path])
+        try:
+            delay = answer.delay or self.slow.get(path, 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+        finally:
+            with self.lock:
+                self.open[path] -= 1
         return web.Response(status=answer.status, headers=answer.headers, text="thanks")
 
     async def _start(self) -> None:
@@ -313,6 +324,15 @@ def test_500_is_retried_until_the_schedule_is_exhausted(hooks: Hooks, receiver: 
     assert {h.webhook_id for h in receiver.hits} == {receiver.hits[0].webhook_id}
     assert delivery.last_status_code == 500 and delivery.last_error_code == "http_500"
     assert hooks.subscription(sub.id).enabled  # still within the failure window
+    # /metrics counts every attempt by outcome, and its latency.
+    counters = {k.decode(): float(v) for k, v in hooks.conn.hgetall(KEY).items()}
+    tries = len(FAST["webhook_schedule"])  # type: ignore[arg-type]
+    by_outcome = {
+        o: counters.get(sample("newsdesk_webhook_deliveries_total", {"outcome": o}), 0)
+        for o in ("failed", "dead")
+    }
+    assert by_outcome == {"failed": tries - 1, "dead": 1}
+    assert counters["newsdesk_webhook_latency_seconds_count"] == tries
 
 
 def test_429_retry_after_is_honoured(hooks: Hooks, receiver: Receiver) -> None:
@@ -432,7 +452,7 @@ def test_per_subscription_concurrency_and_several_dispatchers(
         rows = s.scalars(select(Delivery).where(Delivery.subscription_id == sub.id)).all()
     assert len(rows) == 5  # one per event, though two dispatchers fanned out
     assert sum(r.status == "delivering" for r in rows) == 2  # the concurrency cap
-    assert hooks.queue.count == 2
+    assert hooks.queue.count == 1  # one job carries both
     hooks.pump(lambda: len(receiver.hits) == 5)
     assert len({h.webhook_id for h in receiver.hits}) == 5
 
@@ -475,3 +495,120 @@ def test_lease_outlasts_the_timeout(fast_settings: Settings) -> None:
     assert policy(fast_settings.with_overrides(webhook_lease=0.5)).lease >= 2.0
     assert policy(fast_settings).schedule == (0.0, 0.2, 0.2, 0.2)
     assert timedelta(seconds=policy(fast_settings).lease) > timedelta(seconds=1)
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def one_job_settings(settings: Settings) -> Settings:
+    """One delivery process: the dispatcher puts a whole hand-out in one job."""
+    return settings.with_overrides(**FAST | {"webhook_workers": 1})
+
+
+def test_one_failing_receiver_in_a_batch_leaves_the_others_alone(
+    settings: Settings, engine: Engine, redis_conn: redis.Redis, receiver: Receiver
+) -> None:
+    hooks = Hooks(one_job_settings(settings), engine, redis_conn)
+    try:
+        receiver.script["/err"] = [Answer(500)]
+        receiver.script["/gone"] = [Answer(410)]
+        ok = hooks.subscribe(receiver.url("/ok"))
+        err = hooks.subscribe(receiver.url("/err"))
+        gone = hooks.subscribe(receiver.url("/gone"))
+        refused = hooks.subscribe(f"http://127.0.0.1:{free_port()}/hook")
+        event_id = hooks.event()
+        hooks.dispatcher.run_once()
+        assert hooks.queue.count == 1  # the four deliveries are one job
+        hooks.worker.work(burst=True, logging_level="WARNING")
+        got = {s.id: hooks.delivery(s.id) for s in (ok, err, gone, refused)}
+        assert [got[s.id].attempts for s in (ok, err, gone, refused)] == [1, 1, 1, 1]
+        assert got[ok.id].status == "succeeded" and got[ok.id].last_status_code == 200
+        assert got[err.id].status == "failed" and got[err.id].last_error_code == "http_500"
+        assert got[gone.id].status == "dead" and got[gone.id].last_status_code == 410
+        assert got[refused.id].status == "failed"
+        assert got[refused.id].last_error_code == "connection_error"
+        assert hooks.subscription(ok.id).failing_since is None
+        assert hooks.subscription(err.id).failing_since is not None
+        assert hooks.subscription(err.id).enabled and hooks.subscription(ok.id).enabled
+        assert not hooks.subscription(gone.id).enabled
+        assert {h.webhook_id for h in receiver.hits} == {str(event_id)}
+        # The failed ones are retried on their own schedule; the others are left alone.
+        hooks.pump(lambda: hooks.delivery(err.id).status == "succeeded")
+        assert len(receiver.on("/ok")) == 1 and len(receiver.on("/err")) == 2
+    finally:
+        hooks.close()
+
+
+def test_a_backlog_drains_in_one_job_within_the_concurrency_cap(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    receiver.slow["/hook"] = 0.05
+    sub = hooks.subscribe(receiver.url())
+    ids = [hooks.event() for _ in range(7)]
+    hooks.dispatcher.run_once()
+    assert hooks.queue.count == 1
+    # The job sends its two, then leases and sends the subscription's next ones itself.
+    hooks.worker.work(burst=True, logging_level="WARNING")
+    assert sorted(int(h.webhook_id) for h in receiver.hits) == ids
+    assert receiver.peak["/hook"] == 2  # webhook_concurrency
+    with hooks.db() as s:
+        rows = s.scalars(select(Delivery).where(Delivery.subscription_id == sub.id)).all()
+    assert [(r.status, r.attempts) for r in rows] == [("succeeded", 1)] * 7
+    assert hooks.queue.count == 0
+
+
+def test_follow_ups_are_queued_when_other_jobs_wait(hooks: Hooks, receiver: Receiver) -> None:
+    first = hooks.subscribe(receiver.url("/first"))
+    for _ in range(4):
+        hooks.event()
+    hooks.dispatcher.run_once()  # a job for the first two
+    hooks.subscribe(receiver.url("/second"))
+    hooks.event()  # for both; the first subscription has two in flight already
+    hooks.dispatcher.run_once()  # a job for the second subscription
+    assert hooks.queue.count == 2
+    hooks.worker.work(burst=True, max_jobs=1, logging_level="WARNING")
+    # The first job did not go on with its backlog while another job waited: its next two
+    # deliveries were leased and queued behind that job.
+    assert len(receiver.on("/first")) == 2 and receiver.on("/second") == []
+    assert hooks.queue.count == 2
+    with hooks.db() as s:
+        statuses = s.scalars(
+            select(Delivery.status)
+            .where(Delivery.subscription_id == first.id)
+            .order_by(Delivery.id)
+        ).all()
+    assert statuses == ["succeeded", "succeeded", "delivering", "delivering", "pending"]
+    hooks.pump(lambda: len(receiver.hits) == 6)
+    assert len({h.webhook_id for h in receiver.on("/first")}) == 5
+
+
+def test_recording_a_batch_applies_each_outcome_on_its_own(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    from services.db import leases
+    from services.webhooks.dispatcher import policy
+    from services.webhooks.schedule import AttemptResult
+
+    subs = [hooks.subscribe(receiver.url(f"/{i}")) for i in range(3)]
+    hooks.event()
+    hooks.dispatcher.run_once()
+    held = [hooks.delivery(s.id) for s in subs]
+    ok = AttemptResult(204, 3)
+    outcomes = [
+        leases.Outcome(held[0].id, held[0].token, subs[0].id, ok),
+        leases.Outcome(held[1].id, held[1].token, subs[1].id,
+                       AttemptResult(503, 4, error_code="http_503", retry_after_seconds=0.5)),
+        leases.Outcome(held[2].id, held[2].token - 1, subs[2].id, ok),  # an older lease
+        leases.Outcome(held[0].id, held[0].token, subs[0].id, ok),  # the same lease again
+    ]  # fmt: skip
+    with transaction(hooks.db) as s:
+        verdicts = leases.record_attempts(
+            s, outcomes=outcomes, now=now(), policy=policy(hooks.settings), rng=random.Random(1)
+        )
+    assert [v.status if v else None for v in verdicts] == ["succeeded", "failed", None, None]
+    after = [hooks.delivery(s.id) for s in subs]
+    assert [(d.status, d.attempts) for d in after] == [
+        ("succeeded", 1), ("failed", 1), ("delivering", 0),
+    ]  # fmt: skip
+    assert after[1].next_attempt_at is not None and after[1].last_status_code == 503
+    assert [len(hooks.attempts(d.id)) for d in after] == [2, 1, 1]  # every POST is logged

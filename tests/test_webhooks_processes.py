@@ -122,3 +122,42 @@ def test_worker_killed_during_the_post_is_retried_with_the_same_id(
     assert [h.webhook_id for h in receiver.hits] == [str(event_id)] * 2
     delivery = hooks.delivery(sub.id)
     assert delivery.status == "succeeded" and delivery.token == 2
+
+
+def test_worker_killed_mid_batch_retries_every_delivery_with_the_same_id(
+    settings: Settings,
+    engine: Engine,
+    redis_conn: redis.Redis,
+    receiver: Receiver,  # noqa: F811
+    hooks_for: list[Hooks],
+) -> None:
+    tuned = settings.with_overrides(
+        **FAST | {"webhook_timeout": 3.0, "webhook_lease": 4.0, "webhook_workers": 1}
+    )
+    hooks = Hooks(tuned, engine, redis_conn)
+    hooks_for.append(hooks)
+    paths = [f"/hook/{i}" for i in range(3)]
+    for path in paths:
+        receiver.script[path] = [Answer(delay=30.0)]  # holds each first POST
+    subs = [hooks.subscribe(receiver.url(path)) for path in paths]
+    event_id = hooks.event()
+    proc = start_deliverers(tuned, workers=1)
+    try:
+        wait_for_workers(redis_conn, tuned, 1)
+        hooks.dispatcher.run_once()
+        # One process holds all three POSTs open at once: one job carries the three.
+        deadline = time.monotonic() + 10
+        while len(receiver.hits) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # all three POSTs in flight
+        proc.wait()
+    finally:
+        stop(proc)
+    assert [hooks.delivery(s.id).status for s in subs] == ["delivering"] * 3
+    hooks.pump(lambda: len(receiver.hits) == 6, timeout=15)
+    for path in paths:
+        assert [h.webhook_id for h in receiver.on(path)] == [str(event_id)] * 2
+    for sub in subs:
+        delivery = hooks.delivery(sub.id)
+        assert delivery.status == "succeeded" and delivery.token == 2

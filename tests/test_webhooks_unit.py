@@ -149,6 +149,7 @@ def test_schedule_table(
     if low is None:
         assert when is None
     else:
+        assert high is not None
         assert timedelta(seconds=low) <= when - NOW <= timedelta(seconds=high)
 
 
@@ -205,3 +206,39 @@ def test_the_readme_stdlib_verifier_works() -> None:
     assert check(signing.new_secret(), headers, data) is False  # type: ignore[operator]
     assert check(secret, headers, data + b" ") is False  # type: ignore[operator]
     assert check(secret, _headers([secret], now - 400, data), data) is False  # type: ignore[operator]
+
+
+# -- batches of leases ------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.integers(1, 30), max_size=120),
+    st.integers(1, 60),
+    st.integers(1, 8),
+)
+def test_delivery_batches_keep_every_lease_within_the_size(
+    subscribers: list[int], batch: int, spread: int
+) -> None:
+    from services.queue import delivery_batches
+
+    leased = [(i + 1, 7, sub) for i, sub in enumerate(subscribers)]
+    jobs = delivery_batches(leased, batch=batch, spread=spread)
+    assert sorted(pair for job in jobs for pair in job) == [(d, t) for d, t, _ in leased]
+    assert all(0 < len(job) <= batch for job in jobs)
+    if leased:
+        assert len(jobs) >= min(spread, len(set(subscribers)))
+    # A subscription's leases sit next to each other across the jobs, in delivery id order.
+    order = [d for job in jobs for d, _ in job]
+    of = {d: sub for d, _, sub in leased}
+    assert order == sorted(order, key=lambda d: (of[d], d))
+
+
+def test_delivery_batches_spread_a_hand_out_over_the_processes() -> None:
+    from services.queue import delivery_batches
+
+    leased = [(d, 1, d % 10) for d in range(1, 21)]  # ten subscriptions, two each
+    assert [len(job) for job in delivery_batches(leased, batch=50, spread=4)] == [5, 5, 5, 5]
+    assert [len(job) for job in delivery_batches(leased, batch=6, spread=1)] == [5, 5, 5, 5]
+    one = [(1, 1, 3), (2, 1, 3)]
+    assert delivery_batches(one, batch=50, spread=4) == [[(1, 1), (2, 1)]]
+    assert delivery_batches([], batch=50, spread=4) == []

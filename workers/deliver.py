@@ -1,9 +1,13 @@
 """`newsdesk deliver`: webhook delivery processes (no spaCy model), and the rq job they run.
 
 Each process runs rq's SimpleWorker on the webhook queue and keeps one event loop and one
-HTTP session (connections to subscribers stay open between deliveries). A job POSTs one
-delivery, records the attempt in SQL and, in the same transaction, leases the subscription's
-next due delivery, so a backlog drains at the subscriber's pace, not at the dispatcher's tick.
+HTTP session (connections to subscribers stay open between deliveries). A job carries a batch
+of leased deliveries and POSTs them concurrently. Results are recorded in groups, one
+transaction each (what finished together, or within ``RECORD_WINDOW`` of the first), and in
+the same transaction the subscriptions' next due deliveries are leased: while no other job
+waits on the queue the process sends them itself, otherwise it queues them as a new job. So
+a backlog drains at the subscribers' pace, not at the dispatcher's tick, and rq's per-job
+cost is paid once per batch, not once per delivery.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import asyncio
 import logging
 import os
 import random
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import redis
 from rq import Queue, SimpleWorker
@@ -22,15 +29,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.core.errors import ConfigError
-from services.db import deliveries
+from services.db import leases
 from services.db.engine import make_engine, session_factory, transaction
+from services.db.leases import Outcome, SendTask
 from services.logs import setup_logging
+from services.metrics import Recorder
 from services.queue import enqueue_deliveries, redis_client, webhook_queue
 from services.webhooks.dispatcher import policy
 from services.webhooks.payload import body
+from services.webhooks.schedule import AttemptResult
 from services.webhooks.sender import Sender
 
 log = logging.getLogger("newsdesk.deliver")
+
+# Once the first POST of a group has finished, the others finishing within this many seconds
+# are recorded with it (one transaction); a slower one is recorded on its own later.
+RECORD_WINDOW = 0.05
+# A job leases and sends its subscriptions' follow-ups itself only this long after it began,
+# so it ends well within its rq timeout (the subscriber's timeout + DELIVER_GRACE) and within
+# a stopping worker's grace period; a longer backlog continues in a new job.
+CHAIN_SECONDS = 2.0
+# How often a job looks whether other jobs wait (then it queues its follow-ups behind them).
+QUEUE_LOOK_SECONDS = 0.1
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -48,10 +70,23 @@ class DeliverContext:
     loop: asyncio.AbstractEventLoop
     sender: Sender
     rng: random.Random = field(default_factory=random.Random)
+    metrics: Recorder = field(default_factory=lambda: Recorder(None))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.sender.__aexit__(None, None, None))
         self.loop.close()
+
+    def run(self, work: Awaitable[T]) -> T:
+        """Run ``work`` on the process's loop; if it is interrupted (the job's timeout), the
+        POSTs it started are cancelled rather than left to resume in the next job."""
+        try:
+            return self.loop.run_until_complete(work)
+        except BaseException:
+            rest = asyncio.all_tasks(self.loop)
+            for task in rest:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            raise
 
 
 def build_context(settings: Settings, connection: redis.Redis) -> DeliverContext:
@@ -62,6 +97,7 @@ def build_context(settings: Settings, connection: redis.Redis) -> DeliverContext
     return DeliverContext(
         settings=settings, writes=writes, reads=reads,
         queue=webhook_queue(settings, connection), loop=loop, sender=sender,
+        metrics=Recorder(connection),
     )  # fmt: skip
 
 
@@ -80,43 +116,107 @@ def current() -> DeliverContext:
     return _current
 
 
-def deliver(delivery_id: int, token: int) -> dict[str, object]:
-    """rq job: POST one leased delivery and record what happened."""
+def deliver_batch(leased: list[list[int]]) -> dict[str, int]:
+    """rq job: POST a batch of leased deliveries (``[delivery id, token]`` pairs) and record
+    what happened; returns how many ended in each outcome (``stale``: the lease moved on)."""
     ctx = current()
+    pairs = [(int(d), int(t)) for d, t in leased]
     with ctx.reads() as session:
-        task = deliveries.send_task(
-            session, delivery_id=int(delivery_id), token=int(token), now=utc_now()
-        )
-    if task is None:
-        return {"delivery_id": delivery_id, "outcome": "stale"}
+        tasks = leases.send_tasks(session, leased=pairs, now=utc_now())
+    outcomes = ctx.run(_pump(ctx, tasks))
+    outcomes["stale"] = outcomes.get("stale", 0) + len(pairs) - len(tasks)
+    return outcomes
+
+
+def deliver(delivery_id: int, token: int) -> dict[str, object]:
+    """rq job: one leased delivery (jobs queued before batches existed)."""
+    counts = deliver_batch([[delivery_id, token]])
+    outcome = next((k for k, n in counts.items() if n), "stale")
+    return {"delivery_id": delivery_id, "outcome": outcome}
+
+
+async def _pump(ctx: DeliverContext, tasks: Sequence[SendTask]) -> dict[str, int]:
+    """Send ``tasks`` and whatever follows them; returns the count of each outcome."""
+    started = time.monotonic()
+    running: dict[asyncio.Task[AttemptResult], SendTask] = {}
+    counts: dict[str, int] = {}
+    others_wait, looked = False, float("-inf")
+
+    def launch(batch: Sequence[SendTask]) -> None:
+        for task in batch:
+            running[asyncio.create_task(_post(ctx, task))] = task
+
+    launch(tasks)
+    while running:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if len(done) < len(running):
+            done, _ = await asyncio.wait(running, timeout=RECORD_WINDOW)
+        finished = [(running.pop(t), t.result()) for t in done]
+        clock = time.monotonic()
+        if clock - looked >= QUEUE_LOOK_SECONDS:
+            others_wait, looked = ctx.queue.count > 0, clock
+        chain = clock - started < CHAIN_SECONDS and not others_wait
+        capacity = ctx.settings.webhook_batch - len(running)
+        launch(_record(ctx, finished, capacity=capacity, chain=chain, counts=counts))
+    return counts
+
+
+async def _post(ctx: DeliverContext, task: SendTask) -> AttemptResult:
     document = body(
         task.event_type, task.event_created_at, task.payload, public_url=ctx.settings.public_url
     )
-    result = ctx.loop.run_until_complete(
-        ctx.sender.send(
+    try:
+        return await ctx.sender.send(
             task.url, msg_id=str(task.event_id), body=document, secrets=task.secrets,
             now=utc_now(),
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+    except Exception as exc:
+        # A fault of ours, not the subscriber's: logged, and recorded as a failed attempt so
+        # that the rest of the batch is recorded and this delivery is retried on schedule.
+        log.exception("webhook.send_failed delivery_id=%d", task.delivery_id)
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        return AttemptResult(None, 0, error_code="internal_error", error_detail=detail)
+
+
+def _record(
+    ctx: DeliverContext,
+    finished: list[tuple[SendTask, AttemptResult]],
+    *,
+    capacity: int,
+    chain: bool,
+    counts: dict[str, int],
+) -> list[SendTask]:
+    """Record ``finished`` and lease what follows for their subscriptions, in one
+    transaction; returns the tasks to send now (``chain``), else queues them as a job."""
     rules = policy(ctx.settings)
+    outcomes = [Outcome(t.delivery_id, t.token, t.subscription_id, r) for t, r in finished]
+    subscribers = {t.subscription_id for t, _ in finished}
     with transaction(ctx.writes) as session:
         now = utc_now()
-        verdict = deliveries.record_attempt(
-            session, delivery_id=task.delivery_id, token=task.token, result=result, now=now,
-            policy=rules, rng=ctx.rng,
+        verdicts = leases.record_attempts(
+            session, outcomes=outcomes, now=now, policy=rules, rng=ctx.rng
+        )
+        following = leases.hand_out(
+            session, now=now, policy=rules, limit=capacity, subscription_ids=subscribers
+        )
+        tasks = leases.send_tasks(session, leased=following, now=now) if chain else []
+    if not chain:
+        enqueue_deliveries(
+            ctx.queue, following, timeout=ctx.settings.webhook_timeout,
+            batch=ctx.settings.webhook_batch,
         )  # fmt: skip
-        following = deliveries.hand_out(
-            session, now=now, policy=rules, limit=rules.concurrency,
-            subscription_id=task.subscription_id,
+    for (task, result), verdict in zip(finished, verdicts, strict=True):
+        outcome = "stale" if verdict is None else verdict.status
+        counts[outcome] = counts.get(outcome, 0) + 1
+        ctx.metrics.add("newsdesk_webhook_deliveries_total", outcome=outcome)
+        ctx.metrics.observe("newsdesk_webhook_latency_seconds", result.latency_ms / 1000)
+        log.info(
+            "webhook.delivered delivery_id=%d event_id=%d subscription_id=%d outcome=%s "
+            "status=%s error=%s ms=%d", task.delivery_id, task.event_id, task.subscription_id,
+            outcome, result.status_code, result.error_code or "-", result.latency_ms,
         )  # fmt: skip
-    enqueue_deliveries(ctx.queue, following, timeout=ctx.settings.webhook_timeout)
-    outcome = "stale" if verdict is None else verdict.status
-    log.info(
-        "webhook.delivered delivery_id=%d event_id=%d subscription_id=%d outcome=%s status=%s "
-        "error=%s ms=%d", task.delivery_id, task.event_id, task.subscription_id, outcome,
-        result.status_code, result.error_code or "-", result.latency_ms,
-    )  # fmt: skip
-    return {"delivery_id": task.delivery_id, "outcome": outcome, "status": result.status_code}
+    ctx.metrics.flush()
+    return tasks
 
 
 def make_worker(

@@ -2,7 +2,9 @@
 
 A short loop over SQL, so a flushed Redis or a restart loses nothing: events past the cursor
 are fanned out, and deliveries that are due (first attempt, retry, or a lease that ran out)
-are leased and queued. Several dispatchers may run; they take turns on each step.
+are leased and queued as batch jobs, spread over the delivery processes. Several dispatchers
+may run: they take turns on the fan-out, and each hands out only subscriptions that no other
+transaction holds at that moment.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
-from services.db import deliveries, fanout
+from services.db import fanout, leases
 from services.db.engine import make_engine, session_factory, transaction
 from services.logs import setup_logging
 from services.queue import enqueue_deliveries, redis_client, webhook_queue
@@ -33,9 +35,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def policy(settings: Settings) -> deliveries.Policy:
+def policy(settings: Settings) -> leases.Policy:
     """The delivery rules ``settings`` describe (a lease always outlasts the POST timeout)."""
-    return deliveries.Policy(
+    return leases.Policy(
         schedule=settings.webhook_schedule,
         concurrency=settings.webhook_concurrency,
         lease=max(float(settings.webhook_lease), settings.webhook_timeout + 1),
@@ -79,12 +81,15 @@ class Dispatcher:
             if read < FAN_OUT_BATCH:
                 break
         with transaction(self.sessions) as session:
-            leased = deliveries.hand_out(
+            leased = leases.hand_out(
                 session, now=self.clock(), policy=self.policy, limit=HAND_OUT_BATCH
             )
         # After the commit: a job never runs before its lease is visible. Should this process
         # die right here, the leases run out and the next tick hands the deliveries out again.
-        queued = enqueue_deliveries(self.queue, leased, timeout=self.settings.webhook_timeout)
+        queued = enqueue_deliveries(
+            self.queue, leased, timeout=self.settings.webhook_timeout,
+            batch=self.settings.webhook_batch, spread=self.settings.webhook_workers,
+        )  # fmt: skip
         if events or queued:
             log.info("dispatcher.tick events=%d queued=%d", events, queued)
         return Tick(events, queued)
