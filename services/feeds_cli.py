@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+from services.admin_cli import EXIT_OK, AdminContext, run_action
 from services.config import Settings
-from services.core.errors import Conflict, InvalidInput, NewsdeskError, NotFound
+from services.core.errors import Conflict, InvalidInput
 from services.core.feedurl import normalise_feed_url
 from services.core.opml import MAX_TITLE_CHARS, OpmlFeed, OpmlWriter, parse_opml, screen
 from services.core.records import FULLTEXT_MODES
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
     from services.core.records import FeedRecord
 
@@ -30,7 +29,6 @@ PROG = "newsdesk feeds"
 IMPORT_BATCH = 250  # one transaction each; divides PROGRESS_EVERY, so lines land on it
 PROGRESS_EVERY = 500
 PAGE = 500
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _feed_id(raw: str) -> int:
@@ -78,66 +76,17 @@ def add_subparser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.add_argument("file", type=Path, nargs="?", metavar="FILE", help="default: stdout")
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    out: TextIO
-    err: TextIO
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one ``feeds`` action. 0: done; 1: not found or conflict; 2: usage or config error."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from services.db.engine import make_engine, session_factory
-
-    engine = make_engine(settings.database_url)
-    ctx = _Ctx(settings, session_factory(engine), sys.stdout, sys.stderr)
-    try:
-        return _ACTIONS[args.feeds_command](ctx, args)
-    except (NotFound, Conflict) as exc:
-        _error(ctx, exc.code, str(exc))
-        return EXIT_FAILED
-    except NewsdeskError as exc:
-        _error(ctx, exc.code, str(exc))
-        return EXIT_USAGE
-    except (OperationalError, ProgrammingError) as exc:
-        detail = str(exc.orig or exc).strip().splitlines()[0]
-        _error(ctx, "storage_unavailable", f"{detail} (is DATABASE_URL right and migrated?)")
-        return EXIT_USAGE
-    except BrokenPipeError:
-        # The reader went away (`export | head`): stop quietly, as other CLI tools do, and
-        # point stdout at devnull so the interpreter's final flush does not complain.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILED
-    finally:
-        engine.dispose()
+    return run_action(PROG, settings, _ACTIONS[args.feeds_command], args)
 
 
-def _error(ctx: _Ctx, code: str, message: str) -> None:
-    print(f"{PROG}: error [{code}]: {message}", file=ctx.err)
-
-
-def _read(ctx: _Ctx, fn: Callable[[Session], T]) -> T:
-    with ctx.sessions() as session:
-        return fn(session)
-
-
-def _write(ctx: _Ctx, fn: Callable[[Session], T]) -> T:
-    from services.db.engine import transaction
-
-    with transaction(ctx.sessions) as session:
-        return fn(session)
-
-
-def _all_feeds(ctx: _Ctx) -> Iterator[FeedRecord]:
+def _all_feeds(ctx: AdminContext) -> Iterator[FeedRecord]:
     from services.db import feeds
 
     after = 0
     while True:
-        page = _read(ctx, partial(feeds.list_feeds, after_id=after, limit=PAGE))
+        page = ctx.read(partial(feeds.list_feeds, after_id=after, limit=PAGE))
         yield from page
         if len(page) < PAGE:
             return
@@ -148,7 +97,7 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
-def _list(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _list(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.api import schemas
 
     records = list(_all_feeds(ctx))
@@ -175,13 +124,12 @@ def _title(raw: str | None) -> str | None:
     return title or None
 
 
-def _add(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _add(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     url, title = normalise_feed_url(args.url), _title(args.title)
     interval, now = max(1, round(ctx.settings.feed_interval)), datetime.now(UTC)
-    record = _write(
-        ctx,
+    record = ctx.write(
         lambda s: feeds.add_feed(
             s, url=url, kind="http", interval_seconds=interval, now=now, title=title
         ),
@@ -190,18 +138,18 @@ def _add(ctx: _Ctx, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _show(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     def work(s: Session) -> tuple[FeedRecord, list[Any]]:
         return feeds.get_feed(s, args.id), feeds.item_errors(s, feed_id=args.id, limit=20)
 
-    record, errors = _read(ctx, work)
+    record, errors = ctx.read(work)
     _print_feed(ctx, record, errors, as_json=args.json)
     return EXIT_OK
 
 
-def _print_feed(ctx: _Ctx, record: FeedRecord, errors: list[Any], *, as_json: bool) -> None:
+def _print_feed(ctx: AdminContext, record: FeedRecord, errors: list[Any], *, as_json: bool) -> None:
     from services.api import schemas
 
     detail = schemas.feed_detail(record, errors)
@@ -216,7 +164,7 @@ def _print_feed(ctx: _Ctx, record: FeedRecord, errors: list[Any], *, as_json: bo
         print(f"  {e['seen_at']}  [{e['code']}] {e['item_key']}: {e['detail']}", file=ctx.out)
 
 
-def _update(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _update(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     changes: dict[str, Any] = {}
@@ -237,12 +185,12 @@ def _update(ctx: _Ctx, args: argparse.Namespace) -> int:
         raise InvalidInput("nothing to change: give --title, --interval, --adaptive, "
                            "--enable, --disable or --fulltext")  # fmt: skip
     now = datetime.now(UTC)
-    record = _write(ctx, lambda s: feeds.update_feed(s, args.id, now=now, **changes))
+    record = ctx.write(lambda s: feeds.update_feed(s, args.id, now=now, **changes))
     _print_feed(ctx, record, [], as_json=False)
     return EXIT_OK
 
 
-def _delete(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _delete(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     def work(s: Session) -> FeedRecord:
@@ -256,16 +204,16 @@ def _delete(ctx: _Ctx, args: argparse.Namespace) -> int:
         feeds.delete_feed(s, args.id)
         return record
 
-    record = _write(ctx, work)
+    record = ctx.write(work)
     print(f"deleted feed {record.id}: {record.url}", file=ctx.out)
     return EXIT_OK
 
 
-def _poll(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _poll(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     now = datetime.now(UTC)
-    record = _write(ctx, lambda s: feeds.poll_now(s, args.id, now=now))
+    record = ctx.write(lambda s: feeds.poll_now(s, args.id, now=now))
     print(f"feed {record.id} is due now; a running poller takes it on its next tick", file=ctx.out)
     return EXIT_OK
 
@@ -302,7 +250,7 @@ class _Progress:
             self.drawn = False
 
 
-def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _import(ctx: AdminContext, args: argparse.Namespace) -> int:
     from services.db import feeds
 
     path: Path = args.file
@@ -320,8 +268,7 @@ def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
         batch = screen(chunk, seen)
         for url, detail in batch.invalid:
             progress.note(f"skipped invalid URL {url!r}: {detail}")
-        added = _write(
-            ctx,
+        added = ctx.write(
             partial(
                 feeds.add_feeds,
                 entries=[(e.url, e.title) for e in batch.new],
@@ -342,7 +289,7 @@ def _import(ctx: _Ctx, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(ctx: _Ctx, args: argparse.Namespace) -> int:
+def _export(ctx: AdminContext, args: argparse.Namespace) -> int:
     writer, count = OpmlWriter(), 0
 
     def chunks() -> Iterator[str]:
@@ -371,7 +318,7 @@ def _export(ctx: _Ctx, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_ACTIONS: dict[str, Callable[[_Ctx, argparse.Namespace], int]] = {
+_ACTIONS: dict[str, Callable[[AdminContext, argparse.Namespace], int]] = {
     "list": _list,
     "add": _add,
     "show": _show,

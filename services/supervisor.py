@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from services.config import Settings
 from services.embedded_redis import EmbeddedRedis
@@ -55,6 +56,40 @@ def _wait_for_api(settings: Settings, timeout: float) -> bool:
     return False
 
 
+def ensure_first_key(settings: Settings) -> str | None:
+    """Create a read+write API key when none was ever created; its token, or None.
+
+    The token is returned to be shown once; only its hash is stored. Nothing is created when
+    the API runs without authentication, or when keys exist (revoked ones included: an
+    operator who revoked every key meant it, and `newsdesk keys create` makes a new one).
+    """
+    if not settings.auth:
+        return None
+    from services.db.apikeys import count_keys, create_key
+    from services.db.engine import make_engine, session_factory, transaction
+
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            if count_keys(session):
+                return None
+            new = create_key(
+                session, name="first key", scopes=("read", "write"), now=datetime.now(UTC)
+            )
+            return new.token
+    finally:
+        engine.dispose()
+
+
+def first_key_notice(token: str) -> str:
+    """What `newsdesk up` prints about the key it created."""
+    return (
+        "\nnewsdesk created an API key (scopes: read, write). It is shown only this once;"
+        f" copy it now:\n\n    {token}\n\nSend it as `Authorization: Bearer <key>`;"
+        " `newsdesk keys` creates, lists and revokes keys.\n"
+    )
+
+
 def up(settings: Settings) -> int:
     """Run the whole service until SIGINT/SIGTERM; returns the exit status."""
     setup_logging(settings.log_level, "up")
@@ -73,12 +108,20 @@ def up(settings: Settings) -> int:
         if redis_server is not None:
             redis_server.start()
         from services.cli import migrate
+        from services.redis_check import require_noeviction
+
+        require_noeviction(settings)  # the embedded server is started with noeviction
 
         migrate(settings)
+        token = ensure_first_key(settings)
         env = os.environ | settings.child_environment()
         for child in children:
             child.proc, child.started_at = _spawn(child.role, env), time.monotonic()
-        if _wait_for_api(settings, timeout=30):
+        ready = _wait_for_api(settings, timeout=30)
+        if token is not None:
+            # Shown whether or not the API came up: it is the only copy.
+            print(first_key_notice(token), flush=True)
+        if ready:
             where = f"http://{settings.api_host}:{settings.api_port}"
             print(
                 f"newsdesk is up: API on {where}/v1/articles  (data: {settings.data_dir})",

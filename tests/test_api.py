@@ -379,14 +379,14 @@ async def test_unknown_route_and_wrong_method(client: Client) -> None:
 
 
 async def test_unexpected_error_is_500_without_internals(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    settings: Settings, caplog: pytest.LogCaptureFixture, auth_headers: dict[str, str]
 ) -> None:
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
 
     app = create_app(settings)
     app.router.add_get("/boom", boom)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(app), headers=auth_headers) as test_client:
         with caplog.at_level(logging.ERROR):
             resp = await test_client.get("/boom")
             text = await resp.text()

@@ -386,9 +386,11 @@ async def test_same_article_under_two_urls_is_one_article(
 # -- operating the mode -----------------------------------------------------------------------
 
 
-async def test_fulltext_mode_over_the_api(settings: Settings, db: sessionmaker[Session]) -> None:
+async def test_fulltext_mode_over_the_api(
+    settings: Settings, db: sessionmaker[Session], auth_headers: dict[str, str]
+) -> None:
     feed_id = add_feed(db, "https://a.test/rss")
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(TestServer(create_app(settings)), headers=auth_headers) as client:
         resp = await client.get(f"/v1/feeds/{feed_id}")
         assert (await resp.json())["fulltext"] == "auto"
         resp = await client.patch(f"/v1/feeds/{feed_id}", json={"fulltext": "always"})

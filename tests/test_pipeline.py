@@ -99,6 +99,7 @@ async def test_feed_and_folder_to_api(
     redis_conn: redis.Redis,
     burst: Any,
     publisher: Publisher,
+    auth_headers: dict[str, str],
 ) -> None:
     assert settings.seeds_dir is not None
     shutil.copy(SEED, settings.seeds_dir / SEED.name)
@@ -147,7 +148,7 @@ async def test_feed_and_folder_to_api(
             "article.updated"
         ]
 
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(TestServer(create_app(settings)), headers=auth_headers)
     await client.start_server()
     try:
         seen: list[dict[str, Any]] = []

@@ -102,9 +102,10 @@ async def test_bad_bodies_are_422(client: Client, body: dict[str, Any], param: s
 
 
 @pytest.fixture
-async def strict_client(settings: Settings) -> AsyncIterator[Client]:
+async def strict_client(settings: Settings, auth_headers: dict[str, str]) -> AsyncIterator[Client]:
     """The API with the production policy: no private network allowlisted."""
-    async with TestClient(TestServer(create_app(settings.with_overrides(fetch_allow=())))) as c:
+    app = create_app(settings.with_overrides(fetch_allow=()))
+    async with TestClient(TestServer(app), headers=auth_headers) as c:
         yield c
 
 

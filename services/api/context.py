@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
-from services.db.engine import make_engine, session_factory, transaction
+from services.db.engine import make_engine, reading, session_factory, transaction
 
 T = TypeVar("T")
 
@@ -20,6 +20,11 @@ T = TypeVar("T")
 PROBE_TIMEOUT = 2.0
 # Requests carry small JSON documents; anything bigger is refused with 413.
 MAX_REQUEST_BYTES = 1024 * 1024
+# The request line (so the URL), each header line, and the header count: aiohttp refuses more
+# with a plain-text 400 before the app sees the request.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 100
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -30,7 +35,9 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 async def resources(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: open the engine and the Redis client for the app's lifetime."""
     settings = app[SETTINGS]
-    engine = make_engine(settings.database_url, immediate=False)
+    # Writes start with BEGIN IMMEDIATE on SQLite (a read-then-write transaction would fail
+    # with "database is locked" when a worker writes in between); reads use `reading`.
+    engine = make_engine(settings.database_url, immediate=True)
     app[ENGINE] = engine
     app[SESSIONS] = session_factory(engine)
     app[REDIS] = aioredis.Redis.from_url(
@@ -50,7 +57,7 @@ async def read(request: web.Request, fn: Callable[[Session], T]) -> T:
     factory = request.app[SESSIONS]
 
     def work() -> T:
-        with factory() as session:
+        with reading(factory) as session:
             return fn(session)
 
     return await asyncio.to_thread(work)
