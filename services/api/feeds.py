@@ -31,7 +31,7 @@ routes = web.RouteTableDef()
 @routes.get("/v1/feeds.opml")
 async def export_opml(request: web.Request) -> web.StreamResponse:
     """Every HTTP feed as OPML 2.0, streamed page by page."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     # The first page is read before the status line goes out, so a database failure is
     # still a proper problem response.
     found, last_id = await read(request, partial(_http_page, after_id=0))
@@ -71,7 +71,7 @@ def _http_page(session: Session, *, after_id: int) -> tuple[list[OpmlFeed], int 
 @routes.post("/v1/feeds.opml")
 async def import_opml(request: web.Request) -> web.Response:
     """Register every feed of an OPML body (at most 1 MiB); known URLs are skipped."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     try:
         entries = parse_opml(await request.read())
     except ParseError as exc:
@@ -103,13 +103,13 @@ async def import_opml(request: web.Request) -> web.Response:
 async def list_feeds(request: web.Request) -> web.Response:
     """Feeds in id order."""
     query = request.query
-    params.check_names(query, {"limit", "cursor"})
+    params.check_query(request, {"limit", "cursor"})
     limit = params.limit(query)
     after = params.feed_cursor(query)
     found = await read(request, lambda s: feeds.list_feeds(s, after_id=after, limit=limit + 1))
     items = found[:limit]
     next_cursor = params.encode_cursor("feeds", items[-1].id) if len(found) > limit else None
-    return web.json_response(schemas.page([schemas.feed(f) for f in items], next_cursor))
+    return schemas.page(request, [schemas.feed(f) for f in items], next_cursor)
 
 
 def _with_errors(session: Session, record: FeedRecord) -> tuple[FeedRecord, list[ItemError]]:
@@ -119,7 +119,7 @@ def _with_errors(session: Session, record: FeedRecord) -> tuple[FeedRecord, list
 @routes.get("/v1/feeds/{id}")
 async def get_feed(request: web.Request) -> web.Response:
     """A feed with everything an operator needs: state, schedule, errors, recent item errors."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     feed_id = params.parse_id(request.match_info["id"])
     record, errors = await read(request, lambda s: _with_errors(s, feeds.get_feed(s, feed_id)))
     return web.json_response(schemas.feed_detail(record, errors))
@@ -128,7 +128,7 @@ async def get_feed(request: web.Request) -> web.Response:
 @routes.post("/v1/feeds")
 async def create_feed(request: web.Request) -> web.Response:
     """Register an HTTP feed, due for polling at once. 409 when the URL is already known."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     new = schemas.new_feed(schemas.parse_json_body(await request.read()))
     interval = max(1, round(request.app[SETTINGS].feed_interval))
     now = datetime.now(UTC)
@@ -149,7 +149,7 @@ async def create_feed(request: web.Request) -> web.Response:
 async def patch_feed(request: web.Request) -> web.Response:
     """Change ``title``, ``interval`` (null: adaptive), ``enabled`` or ``fulltext``; returns
     the feed."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     feed_id = params.parse_id(request.match_info["id"])
     settings = request.app[SETTINGS]
     changes = schemas.feed_patch(
@@ -167,7 +167,7 @@ async def patch_feed(request: web.Request) -> web.Response:
 @routes.delete("/v1/feeds/{id}")
 async def delete_feed(request: web.Request) -> web.Response:
     """Forget a feed and its items (its articles stay); the folder source is refused (409)."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     feed_id = params.parse_id(request.match_info["id"])
     await write(request, partial(_delete, feed_id=feed_id))
     return web.Response(status=204)
@@ -187,7 +187,7 @@ def _delete(session: Session, *, feed_id: int) -> None:
 @routes.post("/v1/feeds/{id}/poll")
 async def poll_feed(request: web.Request) -> web.Response:
     """Make a feed due now (202: the poller picks it up on its next tick); 409 if disabled."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     feed_id = params.parse_id(request.match_info["id"])
     now = datetime.now(UTC)
     record, errors = await write(

@@ -24,28 +24,28 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/articles")
 async def list_articles(request: web.Request) -> web.Response:
-    """Newest first; ``entity`` filters must all match, ``feed`` limits to one source."""
+    """Newest first; ``entity`` filters must all match, ``feed`` limits to one source, ``q``
+    keeps the articles a full-text query finds (in the same order, so cursors stay simple)."""
     query = request.query
-    params.check_names(query, {"limit", "cursor", "entity", "feed"}, repeatable={"entity"})
+    params.check_query(request, {"limit", "cursor", "entity", "feed", "q"}, repeatable={"entity"})
     limit = params.limit(query)
     cursor = params.article_cursor(query)
     refs = params.entity_refs(query)
     feed_id = params.optional_id(query, "feed")
+    search = params.search_query(query)
 
     def work(session: Session) -> reads.Page[reads.ArticleSummary]:
         if feed_id is not None:
             feeds.get_feed(session, feed_id)
         groups = [_resolve_entity(session, ref) for ref in refs]
         return reads.list_articles(
-            session, limit=limit, cursor=cursor, entity_ids=groups, feed_id=feed_id
+            session, limit=limit, cursor=cursor, entity_ids=groups, feed_id=feed_id, search=search
         )
 
     found = await read(request, work)
     last = found.items[-1] if found.more else None
     next_cursor = params.encode_article_cursor(last.sort_at, last.id) if last else None
-    return web.json_response(
-        schemas.page([schemas.article_summary(a) for a in found.items], next_cursor)
-    )
+    return schemas.page(request, [schemas.article_summary(a) for a in found.items], next_cursor)
 
 
 def _resolve_entity(session: Session, ref: str) -> list[int]:
@@ -58,7 +58,7 @@ def _resolve_entity(session: Session, ref: str) -> list[int]:
 
 @routes.get("/v1/articles/{id}")
 async def get_article(request: web.Request) -> web.Response:
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     article_id = params.parse_id(request.match_info["id"])
     try:
         article = await read(request, lambda s: reads.get_article(s, article_id))
@@ -75,7 +75,7 @@ async def get_article(request: web.Request) -> web.Response:
 async def list_entities(request: web.Request) -> web.Response:
     """By article count, most mentioned first; ``type`` and name ``prefix`` filters."""
     query = request.query
-    params.check_names(query, {"limit", "cursor", "type", "prefix"})
+    params.check_query(request, {"limit", "cursor", "type", "prefix"})
     limit = params.limit(query)
     cursor = params.entity_cursor(query)
     kind = params.entity_type(query)
@@ -86,14 +86,12 @@ async def list_entities(request: web.Request) -> web.Response:
     )
     last = found.items[-1] if found.more else None
     next_cursor = params.encode_cursor("entities", last.article_count, last.id) if last else None
-    return web.json_response(
-        schemas.page([schemas.entity_summary(e) for e in found.items], next_cursor)
-    )
+    return schemas.page(request, [schemas.entity_summary(e) for e in found.items], next_cursor)
 
 
 @routes.get("/v1/entities/{id}")
 async def get_entity(request: web.Request) -> web.Response:
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     entity_id = params.parse_id(request.match_info["id"])
     now = datetime.now(UTC)
     entity = await read(request, lambda s: reads.get_entity(s, entity_id, now=now))

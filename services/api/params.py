@@ -9,9 +9,12 @@ import re
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, unquote_to_bytes
 
+from aiohttp import web
 from multidict import MultiMapping
 
+from services.core import search
 from services.core.entities import LABEL_TYPES
 from services.core.errors import InvalidInput
 
@@ -24,7 +27,38 @@ MAX_TEXT_PARAM = 512
 ENTITY_TYPES = frozenset(LABEL_TYPES.values())
 
 _DIGITS = re.compile(r"[0-9]{1,10}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ID_LIST = re.compile(r"[0-9]{1,10}(?:\s*,\s*[0-9]{1,10})+")
+
+
+def check_query(
+    request: web.Request, allowed: Collection[str], *, repeatable: Collection[str] = ()
+) -> None:
+    """Refuse a query string that is not UTF-8, unknown parameters and repeated ones."""
+    for pair in request.rel_url.raw_query_string.split("&"):
+        name, _, value = pair.partition("=")
+        try:
+            unquote_to_bytes(value.replace("+", " ")).decode()
+            name = unquote_to_bytes(name.replace("+", " ")).decode()
+        except UnicodeDecodeError:
+            shown = unquote(name, errors="replace")[:40]
+            raise InvalidInput(
+                f"query parameter {shown!r} is not percent-encoded UTF-8",
+                param=shown,
+                code="invalid_encoding",
+            ) from None
+    check_names(request.query, allowed, repeatable=repeatable)
+
+
+def check_text(value: str, param: str) -> str:
+    """``value`` unless it holds NUL or a lone surrogate, which no database column can store."""
+    if "\x00" in value or _SURROGATE.search(value):
+        raise InvalidInput(
+            f"{param} must not contain NUL characters or unpaired surrogates",
+            param=param,
+            code="invalid_text",
+        )
+    return value
 
 
 def check_names(
@@ -48,16 +82,16 @@ def single(query: MultiMapping[str], name: str) -> str | None:
     value = query.get(name)
     if value is not None and len(value) > MAX_TEXT_PARAM:
         raise InvalidInput(f"{name} is longer than {MAX_TEXT_PARAM} characters", param=name)
-    return value
+    return None if value is None else check_text(value, name)
 
 
-def limit(query: MultiMapping[str]) -> int:
-    """``limit``: a whole number from 1 to 200, default 50."""
+def limit(query: MultiMapping[str], *, most: int = MAX_LIMIT) -> int:
+    """``limit``: a whole number from 1 to ``most`` (200 unless given), default 50."""
     raw = query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}", param="limit")
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= most:
+        raise InvalidInput(f"limit must be a whole number from 1 to {most}", param="limit")
     return int(raw)
 
 
@@ -92,10 +126,18 @@ def entity_refs(query: MultiMapping[str]) -> list[str]:
         if _ID_LIST.fullmatch(value):
             refs.extend(part.strip() for part in value.split(","))
         else:
-            refs.append(value)
+            refs.append(check_text(value, "entity"))
     if len(refs) > MAX_ENTITY_REFS:
         raise InvalidInput(f"at most {MAX_ENTITY_REFS} entity filters", param="entity")
     return refs
+
+
+def search_query(query: MultiMapping[str]) -> search.Query | None:
+    """``q``: a full-text query in the syntax of :mod:`services.core.search`; 400 if invalid."""
+    raw = query.get("q")
+    if raw is None:
+        return None
+    return search.parse(check_text(raw, "q"))
 
 
 def entity_type(query: MultiMapping[str]) -> str | None:
@@ -143,11 +185,12 @@ def article_cursor(query: MultiMapping[str]) -> tuple[datetime, int] | None:
         return None
     try:
         when = datetime.fromisoformat(values[0])
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        when = when.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput("cursor is not one this listing returned", param="cursor") from None
-    if when.tzinfo is None:
-        raise InvalidInput("cursor is not one this listing returned", param="cursor")
-    return when.astimezone(UTC), _cursor_int(values[1])
+    return when, _cursor_int(values[1])
 
 
 def encode_article_cursor(sort_at: datetime, article_id: int) -> str:

@@ -6,8 +6,13 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
+from aiohttp import web
+
+from services.api.context import SETTINGS
 from services.api.errors import Unprocessable
+from services.api.params import check_text
 from services.core.errors import InvalidInput
 from services.core.feedurl import normalise_feed_url
 from services.core.records import FULLTEXT_MODES, FeedRecord, ItemError
@@ -27,8 +32,27 @@ def iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def page(items: list[Json], next_cursor: str | None) -> Json:
-    return {"data": items, "next_cursor": next_cursor}
+def next_url(request: web.Request, **changes: str) -> str:
+    """This request's URL with query parameters ``changes`` replaced: the next page's URL.
+
+    Absolute when ``NEWSDESK_PUBLIC_URL`` is set, else a path with its query.
+    """
+    query = [(k, v) for k, v in request.query.items() if k not in changes]
+    query += list(changes.items())
+    public_url = request.app[SETTINGS].public_url
+    return f"{public_url}{request.path}?{urlencode(query, quote_via=quote)}"
+
+
+def link_header(url: str | None) -> dict[str, str]:
+    """``Link: <url>; rel="next"`` (RFC 8288), or no header on the last page."""
+    return {"Link": f'<{url}>; rel="next"'} if url else {}
+
+
+def page(request: web.Request, items: list[Json], next_cursor: str | None) -> web.Response:
+    """A keyset page: ``data``, ``next_cursor`` and ``next`` (its URL), plus a ``Link`` header."""
+    url = next_url(request, cursor=next_cursor) if next_cursor else None
+    body = {"data": items, "next_cursor": next_cursor, "next": url}
+    return web.json_response(body, headers=link_header(url))
 
 
 def article_summary(a: ArticleSummary) -> Json:
@@ -151,13 +175,33 @@ class NewFeed:
 
 
 def parse_json_body(body: bytes) -> Any:
-    """The request body as JSON; 400 when it is not JSON at all."""
+    """The request body as JSON; 400 when it is not UTF-8 JSON, or holds text no column
+    can store (NUL, unpaired surrogates)."""
     try:
-        return json.loads(body)
+        data = json.loads(body.decode())
     except (ValueError, RecursionError):
         raise InvalidInput(
-            "request body is not valid JSON", param="body", code="malformed_json"
+            "request body is not valid JSON (UTF-8, one JSON value)",
+            param="body",
+            code="malformed_json",
         ) from None
+    _check_strings(data, "body")
+    return data
+
+
+def _check_strings(value: Any, where: str) -> None:
+    """Every string and key in ``value`` passes :func:`params.check_text`."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            check_text(item, path)
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                check_text(key, path)
+                stack.append((v, key if path == "body" else f"{path}.{key}"))
 
 
 def new_feed(data: Any) -> NewFeed:
@@ -237,7 +281,7 @@ def _title(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise Unprocessable("title must be a string", param="title")
-    title = value.strip()
-    if len(title) > MAX_TITLE_CHARS:
+    # The bound applies to what was sent, as documented, not to what is left after trimming.
+    if len(value) > MAX_TITLE_CHARS:
         raise Unprocessable(f"title is longer than {MAX_TITLE_CHARS} characters", param="title")
-    return title or None
+    return value.strip() or None

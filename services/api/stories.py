@@ -8,7 +8,7 @@ from aiohttp import web
 
 from services.api import params
 from services.api.context import read
-from services.api.schemas import iso
+from services.api.schemas import iso, link_header, next_url
 from services.db import stories
 
 routes = web.RouteTableDef()
@@ -18,7 +18,7 @@ routes = web.RouteTableDef()
 async def get_story(request: web.Request) -> web.Response:
     """``limit`` and ``cursor`` page through the articles (keyset on sort time, id)."""
     query = request.query
-    params.check_names(query, {"limit", "cursor"})
+    params.check_query(request, {"limit", "cursor"})
     story_id = params.parse_id(request.match_info["id"])
     limit = params.limit(query)
     cursor = params.article_cursor(query)
@@ -27,10 +27,13 @@ async def get_story(request: web.Request) -> web.Response:
     )
     last = story.articles[-1] if story.more else None
     next_cursor = params.encode_article_cursor(last.sort_at, last.id) if last else None
-    return web.json_response(story_json(story, next_cursor))
+    url = next_url(request, cursor=next_cursor) if next_cursor else None
+    return web.json_response(story_json(story, next_cursor, url), headers=link_header(url))
 
 
-def story_json(story: stories.StoryDetail, next_cursor: str | None) -> dict[str, Any]:
+def story_json(
+    story: stories.StoryDetail, next_cursor: str | None, next_page: str | None = None
+) -> dict[str, Any]:
     return {
         "id": story.id,
         "article_count": story.article_count,
@@ -48,4 +51,5 @@ def story_json(story: stories.StoryDetail, next_cursor: str | None) -> dict[str,
             for a in story.articles
         ],
         "next_cursor": next_cursor,
+        "next": next_page,
     }

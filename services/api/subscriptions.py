@@ -12,7 +12,7 @@ from aiohttp import web
 from services.api import params
 from services.api.context import SETTINGS, read, write
 from services.api.errors import Unprocessable
-from services.api.schemas import iso, parse_json_body
+from services.api.schemas import iso, link_header, next_url, page, parse_json_body
 from services.core.errors import InvalidInput
 from services.core.netpolicy import parse_allowlist
 from services.db import deliveries, events, subscriptions
@@ -129,7 +129,7 @@ def _sub_id(request: web.Request) -> int:
 @routes.post("/v1/subscriptions")
 async def create_subscription(request: web.Request) -> web.Response:
     """Register a webhook endpoint; the response holds its secret, shown this once."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     data = parse_json_body(await request.read())
     given, _ = _body(data, creating=True)
     url = await _destination(request, data["url"])
@@ -154,7 +154,7 @@ async def create_subscription(request: web.Request) -> web.Response:
 @routes.get("/v1/subscriptions")
 async def list_subscriptions(request: web.Request) -> web.Response:
     query = request.query
-    params.check_names(query, {"limit", "cursor"})
+    params.check_query(request, {"limit", "cursor"})
     limit = params.limit(query)
     after = _after_cursor(query, "subscriptions")
     found = await read(
@@ -162,7 +162,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     )
     items = found[:limit]
     cursor = params.encode_cursor("subscriptions", items[-1].id) if len(found) > limit else None
-    return web.json_response({"data": [subscription_json(s) for s in items], "next_cursor": cursor})
+    return page(request, [subscription_json(s) for s in items], cursor)
 
 
 def _after_cursor(query: Any, kind: str) -> int:
@@ -175,7 +175,7 @@ def _after_cursor(query: Any, kind: str) -> int:
 
 @routes.get("/v1/subscriptions/{id}")
 async def get_subscription(request: web.Request) -> web.Response:
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     sub_id = _sub_id(request)
     record = await read(request, lambda s: subscriptions.get_subscription(s, sub_id))
     return web.json_response(subscription_json(record))
@@ -184,7 +184,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 @routes.patch("/v1/subscriptions/{id}")
 async def patch_subscription(request: web.Request) -> web.Response:
     """Change ``url``, ``description``, ``event_types``, ``filters`` or ``enabled``."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     sub_id = _sub_id(request)
     data = parse_json_body(await request.read())
     given, present = _body(data, creating=False)
@@ -209,7 +209,7 @@ async def patch_subscription(request: web.Request) -> web.Response:
 @routes.delete("/v1/subscriptions/{id}")
 async def delete_subscription(request: web.Request) -> web.Response:
     """Forget a subscription and its deliveries."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     sub_id = _sub_id(request)
     await write(request, lambda s: subscriptions.delete_subscription(s, sub_id))
     return web.Response(status=204)
@@ -218,7 +218,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 @routes.post("/v1/subscriptions/{id}/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret, shown this once; the old one also signs until ``rotating_until``."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     sub_id = _sub_id(request)
     secret = signing.new_secret()
     now = datetime.now(UTC)
@@ -233,7 +233,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 @routes.post("/v1/subscriptions/{id}/test")
 async def test_subscription(request: web.Request) -> web.Response:
     """POST a signed ``webhook.ping`` now and report what the endpoint answered."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     sub_id = _sub_id(request)
     record = await read(request, lambda s: subscriptions.get_subscription(s, sub_id))
     now = datetime.now(UTC)
@@ -260,7 +260,7 @@ async def test_subscription(request: web.Request) -> web.Response:
 async def list_deliveries(request: web.Request) -> web.Response:
     """A subscription's deliveries, newest first; ``status`` filters."""
     query = request.query
-    params.check_names(query, {"limit", "cursor", "status"})
+    params.check_query(request, {"limit", "cursor", "status"})
     sub_id = _sub_id(request)
     limit = params.limit(query)
     status = params.single(query, "status")
@@ -275,13 +275,13 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
     items = found[:limit]
     cursor = params.encode_cursor("deliveries", items[-1].id) if len(found) > limit else None
-    return web.json_response({"data": [delivery_json(d) for d in items], "next_cursor": cursor})
+    return page(request, [delivery_json(d) for d in items], cursor)
 
 
 @routes.get("/v1/deliveries/{id}")
 async def get_delivery(request: web.Request) -> web.Response:
     """One delivery with every attempt."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     delivery_id = params.parse_id(request.match_info["id"])
     found, attempts = await read(request, lambda s: deliveries.get_delivery(s, delivery_id))
     return web.json_response(
@@ -305,7 +305,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 @routes.post("/v1/deliveries/{id}/redeliver")
 async def redeliver(request: web.Request) -> web.Response:
     """Send again, now, with a fresh retry schedule (same ``webhook-id``); 202."""
-    params.check_names(request.query, ())
+    params.check_query(request, ())
     delivery_id = params.parse_id(request.match_info["id"])
     now = datetime.now(UTC)
     found = await write(request, lambda s: deliveries.redeliver(s, delivery_id, now=now))
@@ -320,17 +320,10 @@ async def list_events(request: web.Request) -> web.Response:
     caught up (``next_after`` then repeats ``after``).
     """
     query = request.query
-    params.check_names(query, {"after", "limit", "type"}, repeatable={"type"})
+    params.check_query(request, {"after", "limit", "type"}, repeatable={"type"})
     raw_after = params.single(query, "after")
     after = 0 if raw_after in (None, "0") else params.parse_id(raw_after or "", param="after")
-    raw_limit = query.get("limit")
-    limit = params.DEFAULT_LIMIT
-    if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_EVENTS_PAGE:
-            raise InvalidInput(
-                f"limit must be a whole number from 1 to {MAX_EVENTS_PAGE}", param="limit"
-            )
-        limit = int(raw_limit)
+    limit = params.limit(query, most=MAX_EVENTS_PAGE)
     types = query.getall("type", [])
     unknown = sorted(set(types) - set(EVENT_TYPES))
     if unknown:
@@ -343,4 +336,8 @@ async def list_events(request: web.Request) -> web.Response:
         for e in found
         if not types or e.type in types
     ]
-    return web.json_response({"data": data, "next_after": found[-1].id if found else after})
+    next_after = found[-1].id if found else after
+    url = next_url(request, after=str(next_after))
+    return web.json_response(
+        {"data": data, "next_after": next_after, "next": url}, headers=link_header(url)
+    )

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Row, false, func, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, false, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.core.entities import entity_key
 from services.core.errors import NotFound
+from services.core.search import Query
 from services.db import entities as entity_store
+from services.db import search as search_index
 from services.db.entity_profile import CoEntity, DayCount, entity_profile
 from services.db.models import Article, ArticleEntity, ArticleUrl, Entity, Feed, Sighting
 from services.db.stories import StoryRef, story_ref
@@ -138,6 +140,7 @@ def list_articles(
     cursor: tuple[datetime, int] | None = None,
     entity_ids: Sequence[int | Sequence[int]] | None = None,
     feed_id: int | None = None,
+    search: Query | None = None,
 ) -> Page[ArticleSummary]:
     """Articles newest first, ordered by ``(sort_at desc, id desc)``.
 
@@ -147,22 +150,61 @@ def list_articles(
         entity_ids: an article must mention every element; an element that is a sequence of
             ids is satisfied by any of them (one name can denote entities of several types).
         feed_id: only articles that this feed carried.
+        search: only articles the full-text query finds (still newest first).
     """
     stmt = select(*_SUMMARY_COLUMNS).order_by(*_NEWEST_FIRST).limit(limit + 1)
     if cursor is not None:
         stmt = stmt.where(tuple_(Article.sort_at, Article.id) < cursor)
+    narrowing: list[Select[Any]] = []
     for element in entity_ids or ():
         ids = [element] if isinstance(element, int) else list(element)
         if not ids:
             stmt = stmt.where(false())
             continue
-        mentioned = select(ArticleEntity.article_id).where(ArticleEntity.entity_id.in_(ids))
-        stmt = stmt.where(Article.id.in_(mentioned))
+        narrowing.append(select(ArticleEntity.article_id).where(ArticleEntity.entity_id.in_(ids)))
     if feed_id is not None:
-        carried = select(Sighting.article_id).where(Sighting.feed_id == feed_id)
-        stmt = stmt.where(Article.id.in_(carried))
+        narrowing.append(select(Sighting.article_id).where(Sighting.feed_id == feed_id))
+    dialect = session.get_bind().dialect.name
+    for ids_query in narrowing:
+        stmt = stmt.where(_among(session, dialect, ids_query))
+    if search is not None and dialect == "sqlite":
+        fts = search_index.fts_ids(search)
+        stmt = stmt.where(_among(session, dialect, fts, probe_each=False))
+    elif search is not None:
+        stmt = stmt.where(search_index.vector_matches(search))
     rows = list(session.execute(stmt))
     return Page(items=tuple(_summaries(session, rows[:limit])), more=len(rows) > limit)
+
+
+# Up to this many articles a filter matches, a page reads them all by id and sorts them;
+# beyond, it walks ix_articles_sort newest first and stops after a page (about
+# sqrt(page size x articles) is where the two cost the same).
+FEW_MATCHES = 2000
+
+
+def _among(
+    session: Session, dialect: str, ids_query: Select[Any], *, probe_each: bool = True
+) -> ColumnElement[bool]:
+    """``articles.id IN (ids_query)``, shaped so that SQLite picks the cheaper plan.
+
+    SQLite has no statistics to tell a filter matching ten articles from one matching half
+    of them, and always reads every match by id and sorts (a common entity: tens of
+    thousands of rows for a page of 50). So a bounded count (from the index alone) decides:
+    few matches keep that plan; more make the newest-first index lead, each article it
+    reaches checked by one index probe (a correlated EXISTS) or, with ``probe_each`` False
+    (FTS5, whose per-row lookups cost more than listing every match once), against the
+    matches listed once (``id + 0`` so that no index serves the IN). PostgreSQL plans from
+    its own statistics.
+    """
+    if dialect != "sqlite":
+        return Article.id.in_(ids_query)
+    bounded: Select[Any] = ids_query.with_only_columns(literal_column("1")).limit(FEW_MATCHES + 1)
+    if (session.scalar(select(func.count()).select_from(bounded.subquery())) or 0) <= FEW_MATCHES:
+        return Article.id.in_(ids_query)
+    if not probe_each:
+        return (Article.id + 0).in_(ids_query)
+    (column,) = ids_query.selected_columns
+    return ids_query.where(column == Article.id).exists()
 
 
 def get_article(session: Session, article_id: int) -> ArticleDetail:
