@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services import feeds_cli, reprocess_cli
+from services import feeds_cli, keys_cli, reprocess_cli
 from services.config import Settings
 from services.core.errors import NewsdeskError
+
+# Roles that queue or run jobs in an external Redis (`up` checks its own once Redis is up).
+REDIS_ROLES = frozenset({"api", "poller", "worker", "dispatcher", "deliver"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="processes (default: NEWSDESK_WEBHOOK_WORKERS)"
     )
     feeds_cli.add_subparser(sub)
+    keys_cli.add_subparser(sub)
     reprocess_cli.add_subparser(sub)
     return parser
 
@@ -51,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command in REDIS_ROLES:
+            # Before any work: an evicting Redis could drop queued jobs without an error.
+            from services.logs import setup_logging
+            from services.redis_check import require_noeviction
+
+            setup_logging(settings.log_level, args.command, settings.log_format)
+            require_noeviction(settings)
         if args.command == "up":
             from services.supervisor import up
 
@@ -84,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_deliver(settings, burst=args.burst)
         elif args.command == "feeds":
             return feeds_cli.run(settings, args)
+        elif args.command == "keys":
+            return keys_cli.run(settings, args)
         elif args.command == "reprocess":
             return reprocess_cli.run(settings, args)
     except NewsdeskError as exc:
