@@ -23,6 +23,7 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_API_PORT": "port the API listens on",
     "NEWSDESK_WORKERS": "worker processes started by `newsdesk worker` and `newsdesk up`",
     "NEWSDESK_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "NEWSDESK_LOG_FORMAT": "text, json, or auto (text on a terminal, JSON otherwise)",
     "NEWSDESK_FEED_INTERVAL": "seconds between two polls of one feed",
     "NEWSDESK_FOLDER_INTERVAL": "seconds between two scans of the folder source",
     "NEWSDESK_POLL_TICK": "seconds the poller sleeps between looking for due work",
@@ -43,6 +44,8 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_HOST_SPACING": "minimum seconds between two requests to one host",
     "NEWSDESK_FETCH_CONCURRENCY": "requests in flight per poller process",
     "NEWSDESK_QUEUE_HIGH_WATER": "extraction queue length at which the poller stops enqueueing",
+    "NEWSDESK_SWEEP_INTERVAL": "seconds between the poller's requeues of extraction jobs that "
+    "used up their retries (at most 5 times each)",
     "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after a job "
     "exits and is restarted",
     "NEWSDESK_WEBHOOK_QUEUE": "name of the rq queue for webhook deliveries",
@@ -53,12 +56,22 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_WEBHOOK_DISABLE_AFTER": "seconds of uninterrupted delivery failures after which "
     "a subscription is disabled",
     "NEWSDESK_WEBHOOK_CONCURRENCY": "deliveries in flight to one subscription at a time",
+    "NEWSDESK_WEBHOOK_BATCH": "deliveries one delivery job sends at once (one process's POSTs "
+    "in flight)",
     "NEWSDESK_WEBHOOK_TICK": "seconds the dispatcher sleeps between looks for new events",
     "NEWSDESK_WEBHOOK_LEASE": "seconds a handed-out delivery may take before it is handed out "
     "again (a lost job or a killed worker)",
     "NEWSDESK_WEBHOOK_ROTATION_GRACE": "seconds the previous secret keeps signing after a rotation",
     "NEWSDESK_PUBLIC_URL": "base URL of the API as subscribers reach it, for links in payloads "
     "(empty: links are paths)",
+    "NEWSDESK_AUTH": "`on` (default): the API wants a bearer API key; `off`: no authentication, "
+    "for trusted networks only",
+    "NEWSDESK_PUBLIC_READS": "`true`: GET routes answer without a key (writes still need one)",
+    "NEWSDESK_AUTH_CACHE": "seconds a verified API key is trusted without asking the database "
+    "again (so a revoke takes effect within this time; 0: every request asks)",
+    "NEWSDESK_RATE_LIMIT": "requests per window allowed to one API key (anonymous reads: to one "
+    "client address), across every API process; 0: no limit",
+    "NEWSDESK_RATE_WINDOW": "seconds of the rate-limit window",
 }
 
 # Seconds before each attempt of a webhook delivery: immediately, then 5 s, 5 min, 30 min,
@@ -77,6 +90,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    fmt = env.get("NEWSDESK_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if fmt not in ("auto", "text", "json"):
+        raise ConfigError(f"NEWSDESK_LOG_FORMAT must be auto, text or json: {fmt}")
+    return fmt
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -105,6 +125,17 @@ def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> 
     return values
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true/on or false/off, got {raw!r}")
+
+
 def normalise_database_url(url: str) -> str:
     """Map the common ``postgres://``/``postgresql://`` forms onto the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -125,6 +156,7 @@ class Settings:
     api_port: int = 8080
     workers: int = 2
     log_level: str = "INFO"
+    log_format: str = "auto"
     feed_interval: float = 900.0
     folder_interval: float = 5.0
     poll_tick: float = 1.0
@@ -145,6 +177,7 @@ class Settings:
     host_spacing: float = 1.0
     fetch_concurrency: int = 50
     queue_high_water: int = 10_000
+    sweep_interval: float = 600.0
     worker_max_rss_mb: int = 1024
     webhook_queue: str = "newsdesk-webhooks"
     webhook_workers: int = 4
@@ -152,10 +185,16 @@ class Settings:
     webhook_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE
     webhook_disable_after: int = 5 * 86_400
     webhook_concurrency: int = 2
+    webhook_batch: int = 50
     webhook_tick: float = 0.2
     webhook_lease: float = 120.0
     webhook_rotation_grace: int = 86_400
     public_url: str = ""
+    auth: bool = True
+    public_reads: bool = False
+    auth_cache: float = 5.0
+    rate_limit: int = 600
+    rate_window: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -183,6 +222,7 @@ class Settings:
             api_port=_int(env, "NEWSDESK_API_PORT", 8080, minimum=0),
             workers=_int(env, "NEWSDESK_WORKERS", 2, minimum=1),
             log_level=level,
+            log_format=_log_format(env),
             feed_interval=_float(env, "NEWSDESK_FEED_INTERVAL", 900.0, minimum=1.0),
             folder_interval=_float(env, "NEWSDESK_FOLDER_INTERVAL", 5.0, minimum=0.1),
             poll_tick=_float(env, "NEWSDESK_POLL_TICK", 1.0, minimum=0.05),
@@ -207,6 +247,7 @@ class Settings:
             host_spacing=_float(env, "NEWSDESK_HOST_SPACING", 1.0, minimum=0.0),
             fetch_concurrency=_int(env, "NEWSDESK_FETCH_CONCURRENCY", 50, minimum=1),
             queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
+            sweep_interval=_float(env, "NEWSDESK_SWEEP_INTERVAL", 600.0, minimum=1.0),
             worker_max_rss_mb=_int(env, "NEWSDESK_WORKER_MAX_RSS_MB", 1024, minimum=64),
             webhook_queue=env.get("NEWSDESK_WEBHOOK_QUEUE", "").strip() or "newsdesk-webhooks",
             webhook_workers=_int(env, "NEWSDESK_WEBHOOK_WORKERS", 4, minimum=1),
@@ -216,10 +257,16 @@ class Settings:
                 env, "NEWSDESK_WEBHOOK_DISABLE_AFTER", 5 * 86_400, minimum=1
             ),
             webhook_concurrency=_int(env, "NEWSDESK_WEBHOOK_CONCURRENCY", 2, minimum=1),
+            webhook_batch=_int(env, "NEWSDESK_WEBHOOK_BATCH", 50, minimum=1),
             webhook_tick=_float(env, "NEWSDESK_WEBHOOK_TICK", 0.2, minimum=0.01),
             webhook_lease=_float(env, "NEWSDESK_WEBHOOK_LEASE", 120.0, minimum=0.1),
             webhook_rotation_grace=_int(env, "NEWSDESK_WEBHOOK_ROTATION_GRACE", 86_400, minimum=0),
             public_url=env.get("NEWSDESK_PUBLIC_URL", "").strip().rstrip("/"),
+            auth=_bool(env, "NEWSDESK_AUTH", True),
+            public_reads=_bool(env, "NEWSDESK_PUBLIC_READS", False),
+            auth_cache=_float(env, "NEWSDESK_AUTH_CACHE", 5.0, minimum=0.0),
+            rate_limit=_int(env, "NEWSDESK_RATE_LIMIT", 600, minimum=0),
+            rate_window=_float(env, "NEWSDESK_RATE_WINDOW", 60.0, minimum=0.1),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -240,6 +287,7 @@ class Settings:
             "NEWSDESK_API_PORT": str(self.api_port),
             "NEWSDESK_WORKERS": str(self.workers),
             "NEWSDESK_LOG_LEVEL": self.log_level,
+            "NEWSDESK_LOG_FORMAT": self.log_format,
             "NEWSDESK_FEED_INTERVAL": str(self.feed_interval),
             "NEWSDESK_FOLDER_INTERVAL": str(self.folder_interval),
             "NEWSDESK_POLL_TICK": str(self.poll_tick),
@@ -259,6 +307,7 @@ class Settings:
             "NEWSDESK_HOST_SPACING": str(self.host_spacing),
             "NEWSDESK_FETCH_CONCURRENCY": str(self.fetch_concurrency),
             "NEWSDESK_QUEUE_HIGH_WATER": str(self.queue_high_water),
+            "NEWSDESK_SWEEP_INTERVAL": str(self.sweep_interval),
             "NEWSDESK_WORKER_MAX_RSS_MB": str(self.worker_max_rss_mb),
             "NEWSDESK_WEBHOOK_QUEUE": self.webhook_queue,
             "NEWSDESK_WEBHOOK_WORKERS": str(self.webhook_workers),
@@ -266,10 +315,16 @@ class Settings:
             "NEWSDESK_WEBHOOK_SCHEDULE": ",".join(f"{s:g}" for s in self.webhook_schedule),
             "NEWSDESK_WEBHOOK_DISABLE_AFTER": str(self.webhook_disable_after),
             "NEWSDESK_WEBHOOK_CONCURRENCY": str(self.webhook_concurrency),
+            "NEWSDESK_WEBHOOK_BATCH": str(self.webhook_batch),
             "NEWSDESK_WEBHOOK_TICK": str(self.webhook_tick),
             "NEWSDESK_WEBHOOK_LEASE": str(self.webhook_lease),
             "NEWSDESK_WEBHOOK_ROTATION_GRACE": str(self.webhook_rotation_grace),
             "NEWSDESK_PUBLIC_URL": self.public_url,
+            "NEWSDESK_AUTH": "on" if self.auth else "off",
+            "NEWSDESK_PUBLIC_READS": "true" if self.public_reads else "false",
+            "NEWSDESK_AUTH_CACHE": str(self.auth_cache),
+            "NEWSDESK_RATE_LIMIT": str(self.rate_limit),
+            "NEWSDESK_RATE_WINDOW": str(self.rate_window),
         }
         if not self.embedded_redis:
             env["REDIS_URL"] = self.redis_url

@@ -23,6 +23,7 @@ from services.db.engine import make_engine, session_factory
 from services.db.migrate import upgrade
 from services.db.models import Base
 from services.embedded_redis import EmbeddedRedis
+from services.metrics import Recorder
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
@@ -91,6 +92,9 @@ def settings(
         # The tests' feed servers listen on loopback, which the SSRF guard refuses otherwise.
         "NEWSDESK_FETCH_ALLOW": "127.0.0.0/8",
         "NEWSDESK_HOST_SPACING": "0",
+        # Authentication stays on; a revoke shows at once, and no test runs out of budget.
+        "NEWSDESK_AUTH_CACHE": "0",
+        "NEWSDESK_RATE_LIMIT": "100000",
     }
     yield Settings.from_env(env)
 
@@ -122,7 +126,12 @@ def burst(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Calla
     from workers.runner import make_worker
 
     install(
-        WorkerContext(settings=settings, sessions=session_factory(engine), recogniser=recogniser)
+        WorkerContext(
+            settings=settings,
+            sessions=session_factory(engine),
+            recogniser=recogniser,
+            metrics=Recorder(redis.Redis.from_url(settings.redis_url)),
+        )
     )
 
     def ended() -> int:
@@ -141,11 +150,34 @@ def burst(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Calla
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    """The real API app (``create_app``) on a loopback test server, for one test."""
+def api_token(db: sessionmaker[Session]) -> str:
+    """The bearer token of a read+write API key stored in the test database."""
+    from datetime import UTC, datetime
+
+    from services.db.apikeys import create_key
+
+    with db.begin() as session:
+        new = create_key(session, name="tests", scopes=("read", "write"), now=datetime.now(UTC))
+    return new.token
+
+
+@pytest.fixture
+def auth_headers(api_token: str) -> dict[str, str]:
+    """``Authorization`` for ``api_token``, for clients a test builds itself."""
+    return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, auth_headers: dict[str, str]
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The real API app (``create_app``) on a loopback test server, for one test.
+
+    Every request carries a read+write API key, so tests go through authentication.
+    """
     from services.api.app import create_app
 
-    async with TestClient(TestServer(create_app(settings))) as test_client:
+    async with TestClient(TestServer(create_app(settings)), headers=auth_headers) as test_client:
         yield test_client
 
 

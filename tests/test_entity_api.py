@@ -41,9 +41,11 @@ async def get(client: Client, path: str, status: int = 200) -> Any:
 
 async def test_entity_detail_shows_aliases_counts_and_co_occurring(client: Client, db: Db) -> None:
     now = datetime.now(UTC)
+    # Yesterday's articles at fixed hours, so they fall on yesterday at any time of day.
+    yesterday = (now - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
     _, ids = article(db, "a", now, seen("U.S."), seen("Egypt"), seen("Hamas", "organization"))
-    article(db, "b", now - timedelta(days=1), seen("America"), seen("Egypt"))
-    article(db, "c", now - timedelta(days=1, hours=1), seen("United States of America"))
+    article(db, "b", yesterday, seen("America"), seen("Egypt"))
+    article(db, "c", yesterday - timedelta(hours=1), seen("United States of America"))
     article(db, "d", now - timedelta(days=40), seen("United States"), seen("Qatar"))
     article(db, "e", now, seen("Egypt"), seen("Qatar"))
     us = ids["United States"]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.config import Settings
 from services.core.entities import RawMention
 from services.core.errors import ConfigError
+from services.metrics import Recorder
 
 
 class Recogniser(Protocol):
@@ -32,6 +33,7 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     recogniser: Recogniser
     clock: Callable[[], datetime] = field(default=utc_now)
+    metrics: Recorder = field(default_factory=lambda: Recorder(None))
 
 
 _current: WorkerContext | None = None

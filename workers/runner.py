@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
+import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from services.config import Settings
 from services.core.page import warm_up
 from services.db.engine import make_engine, session_factory
-from services.logs import setup_logging
+from services.logs import bind, setup_logging
+from services.metrics import Recorder
 from services.procs import detach_and_die_with_parent, tune_gc
 from services.queue import extract_queue, redis_client
 from workers.context import WorkerContext, install
@@ -26,6 +30,11 @@ from workers.nlp import Recogniser, known_names_loader, load_model
 from workers.pool import supervise
 
 log = logging.getLogger("newsdesk.worker")
+
+# A running job's heartbeat: renewed this often, and considered lost (its worker died) once
+# it is this old; rq's maintenance then retries the job.
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 15
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -37,7 +46,12 @@ def build_context(settings: Settings) -> WorkerContext:
     recogniser = Recogniser(load_model(), loader=known_names_loader(sessions))
     warm_up()  # the language identifier loads its model on first use: not in the first job
     log.info("worker.ready model_ms=%d pid=%d", (time.monotonic() - started) * 1000, os.getpid())
-    return WorkerContext(settings=settings, sessions=sessions, recogniser=recogniser)
+    return WorkerContext(
+        settings=settings,
+        sessions=sessions,
+        recogniser=recogniser,
+        metrics=Recorder(redis_client(settings)),
+    )
 
 
 def resident_mb() -> float:
@@ -52,16 +66,48 @@ def resident_mb() -> float:
 
 class NewsdeskWorker(SimpleWorker):
     """rq's in-process worker, which stops (warmly, between jobs) once its resident memory
-    passes a limit, so a leak costs a restart by the supervisor rather than the host."""
+    passes a limit, so a leak costs a restart by the supervisor rather than the host.
+
+    A job in hand keeps a heartbeat (a thread renews its entry in the started registry every
+    ``HEARTBEAT_INTERVAL`` seconds for ``HEARTBEAT_TTL``). rq's SimpleWorker sends none while
+    a job runs, so it registers the job for its whole timeout plus 60 s: the job of a killed
+    worker would come back only after that (4 minutes by default) instead of within
+    ``HEARTBEAT_TTL`` and a maintenance interval.
+    """
 
     max_rss_mb: float = 0.0
 
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL
+
     def execute_job(self, job: Any, queue: Any) -> None:
-        super().execute_job(job, queue)
+        with bind(job_id=job.id):  # on every line the job logs (JSON format)
+            execution = self.prepare_execution(job)
+            done = threading.Event()
+            beat = threading.Thread(
+                target=self._beat, args=(job, execution, done), name="rq-heartbeat", daemon=True
+            )
+            beat.start()
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                done.set()
+                beat.join()
+            self.set_state(WorkerStatus.IDLE)
         if self.max_rss_mb and (rss := resident_mb()) > self.max_rss_mb:
             log.warning("worker.memory_limit rss_mb=%.0f limit_mb=%.0f; stopping for a restart",
                         rss, self.max_rss_mb)  # fmt: skip
             self._stop_requested = True
+
+    def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+        while not done.wait(HEARTBEAT_INTERVAL):
+            try:
+                with self.connection.pipeline() as pipe:
+                    self.heartbeat(HEARTBEAT_TTL + 60, pipeline=pipe)
+                    execution.heartbeat(job.started_job_registry, HEARTBEAT_TTL, pipeline=pipe)
+                    pipe.execute()
+            except redis.RedisError:
+                log.warning("worker.heartbeat_failed job_id=%s", job.id)
 
 
 def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
@@ -80,11 +126,21 @@ def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
 def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
     """Run one worker process until stopped (or, with ``burst``, until the queue is empty)."""
     setup_logging(settings.log_level, f"worker[{index}]")
-    install(build_context(settings))
+    context = build_context(settings)
+    install(context)
     tune_gc()
     worker = make_worker(settings, name=f"newsdesk-{os.uname().nodename}-{os.getpid()}")
-    # rq logs several lines per job; newsdesk logs one summary line per item instead.
-    worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    try:
+        # rq logs several lines per job; newsdesk logs one summary line per item instead.
+        # SIGTERM is rq's warm shutdown: the job in hand finishes, then work() returns.
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    finally:
+        install(None)
+        worker.connection.close()
+        engine = context.sessions.kw.get("bind")
+        if engine is not None:
+            engine.dispose()
+    log.info("worker.stopped pid=%d", os.getpid())
 
 
 def _child(settings: Settings, index: int) -> None:

@@ -26,10 +26,12 @@ from services.core.records import FeedRecord
 from services.db import feeds
 from services.db.engine import make_engine, session_factory, transaction
 from services.fetch import Fetcher, FetchResult, HTTPStatusError, SupportsFetch
+from services.metrics import Recorder
 from services.poller.health import CycleStats, FeedHealth, PollOutcome, host_of
 from services.poller.pages import PageFetcher, page_settings
 from services.poller.payloads import feed_payload, file_payload
 from services.poller.politeness import HostBusy, HostPolicy, Politeness
+from services.poller.reconcile import Reconciler
 from services.poller.writer import GroupWriter
 from services.procs import tune_gc
 from services.queue import enqueue_extract, extract_queue, redis_client
@@ -45,8 +47,14 @@ CLAIM_LIMIT = 500  # feeds of one kind taken per cycle
 # A claimed feed is not due again before this, so an overlapping cycle or a second poller
 # skips it; a poller that dies mid-poll leaves the feed to be retried once the lease ends.
 LEASE = timedelta(minutes=10)
+# A live poll takes at most about this many HTTP timeouts (a wait for its host, the feed,
+# then its article pages a few at a time).
+LEASE_TIMEOUTS = 30
 # How long one poll may wait for its host's turn before it is put off to a later cycle.
 HOST_MAX_WAIT = 5.0
+# On SIGTERM a cycle in progress gets this long to finish before it is abandoned (within
+# docker's default 10 s stop timeout).
+STOP_GRACE = 5.0
 THROTTLE_STATUSES = frozenset({429, 503})
 
 
@@ -85,6 +93,10 @@ class Poller:
                                   rng=rng or random.Random())  # fmt: skip
         self._limit = asyncio.Semaphore(settings.fetch_concurrency)
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-parse")
+        self._metrics = Recorder(queue.connection)
+        self._reconciler = Reconciler(
+            sessions, queue, sweep_interval=settings.sweep_interval, metrics=self._metrics
+        )
         self._pages = None if page_fetcher is None else PageFetcher(
             page_fetcher, gate=politeness, executor=self._cpu,
             throttle_cap=settings.retry_after_cap,
@@ -105,18 +117,43 @@ class Poller:
         """Poll every ``poll_tick`` seconds until ``stop`` is set; a failed cycle is logged."""
         while not stop.is_set():
             try:
-                await self.run_once(datetime.now(UTC))
+                await self._cycle(stop)
             except Exception:
                 log.exception("poller.cycle_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.poll_tick)
 
+    async def _cycle(self, stop: asyncio.Event) -> None:
+        """One ``run_once``; once ``stop`` is set it has ``STOP_GRACE`` seconds to finish.
+
+        A cycle still running then is cancelled. Nothing is lost: its feeds stay claimed
+        until their lease ends and are then claimed again by any poller, validators are
+        stored only after a poll's jobs are queued, and a job queued twice is one job.
+        """
+        cycle = asyncio.create_task(self.run_once(datetime.now(UTC)))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({cycle, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                await asyncio.wait({cycle}, timeout=STOP_GRACE)
+            if not cycle.done():
+                log.warning("poller.cycle_abandoned grace_s=%.0f", STOP_GRACE)
+                cycle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cycle
+                return
+            await cycle  # its exception, if it failed
+        finally:
+            stopping.cancel()
+
     async def run_once(self, now: datetime) -> CycleStats:
         """Claim the due sources of both kinds and poll them; one source's failure is its own.
 
         While the extraction queue is at its high-water mark nothing is claimed: the sources
-        stay due and are polled once the workers have caught up, so nothing is lost.
+        stay due and are polled once the workers have caught up, so nothing is lost. Each
+        cycle first repairs work Redis lost (``reconcile.py``).
         """
+        await asyncio.to_thread(self._reconciler.run, now)
         depth = await asyncio.to_thread(lambda: self._queue.count)
         if depth >= self._settings.queue_high_water:
             log.warning("poller.backpressure queued=%d high_water=%d", depth,
@@ -128,6 +165,7 @@ class Poller:
             *(self._guarded(self._poll_http, feed, now) for feed in http_due),
             *(self._guarded(self._poll_folder, feed, now) for feed in folder_due),
         )
+        await asyncio.to_thread(self._metrics.flush)
         return sum(results, CycleStats())
 
     # -- one source ------------------------------------------------------------------------
@@ -140,7 +178,11 @@ class Poller:
             except Exception:
                 # Not the source's fault (database, Redis): leave the feed to its lease.
                 log.exception("feed.poll_failed feed_id=%d", feed.id)
+                self._metrics.add("newsdesk_polls_total", kind=feed.kind, outcome="failed")
                 return CycleStats(errors=1)
+        word = status.split(" ", 1)[0]
+        outcome = word if word in POLL_OUTCOMES else "error"
+        self._metrics.add("newsdesk_polls_total", kind=feed.kind, outcome=outcome)
         log.info(
             "feed.polled feed_id=%d kind=%s status=%s http=%s new=%d pages=%d pages_failed=%d "
             "bytes=%d ms=%d", feed.id, feed.kind, status, http, stats.enqueued,
@@ -243,7 +285,7 @@ class Poller:
     async def _claim(self, kind: str, now: datetime) -> list[FeedRecord]:
         claimed: list[FeedRecord] = await asyncio.to_thread(
             self._in_tx, feeds.claim_due_feeds, kind=kind, now=now, limit=CLAIM_LIMIT,
-            lease=LEASE,
+            lease=claim_lease(self._settings),
         )  # fmt: skip
         return claimed
 
@@ -271,6 +313,18 @@ class Poller:
                 )  # fmt: skip
 
 
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a claim keeps a feed from other pollers: ``LEASE`` at most, less when the
+    feed's longest polling interval is shorter, but never less than a live poll can take.
+
+    A poll that outlives its lease only repeats work (a job queued twice is one job); a
+    poller that dies holds its feeds until the lease ends, so the lease bounds how late a
+    dead poller makes them.
+    """
+    floor = LEASE_TIMEOUTS * settings.http_timeout
+    return min(LEASE, timedelta(seconds=max(settings.feed_max_interval, floor)))
+
+
 def _digest_and_parse(
     result: FetchResult, previous_hash: str | None
 ) -> tuple[str, ParsedFeed | None]:
@@ -282,6 +336,10 @@ def _digest_and_parse(
         result.body, url=result.final_url, content_type=result.headers.get("content-type")
     )
     return body_hash, parsed
+
+
+# Poll outcomes counted by /metrics; any other status word is a source error.
+POLL_OUTCOMES = frozenset({"ok", "not_modified", "unchanged", "throttled", "deferred"})
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
