@@ -147,16 +147,22 @@ def _webhooks(session: Session, world: World) -> list[str]:
 
 def _failed_without_retry(session: Session, queue: Queue) -> int:
     """Failed jobs nothing will retry. A failed delivery job counts only while one of its
-    deliveries is still on the lease it carried: the retry of a delivery is its next lease
-    in SQL, not an rq retry."""
+    deliveries is still out on the lease it carried: the retry of a delivery is its next
+    lease in SQL, not an rq retry, and a delivery the job recorded before it failed (a
+    batch's results are written in groups) is settled."""
     ids = queue.failed_job_registry.get_job_ids()
     if not ids or not queue.name.endswith("webhooks"):
         return len(ids)
-    current = dict(session.execute(select(Delivery.id, Delivery.token)).tuples().all())
+    out = {
+        delivery_id: token
+        for delivery_id, token in session.execute(
+            select(Delivery.id, Delivery.token).where(Delivery.status == "delivering")
+        )
+    }
     stranded = 0
     for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer):
         pairs = job.args[0] if job is not None and job.args else []
-        if job is None or any(current.get(int(d)) == int(t) for d, t in pairs):
+        if job is None or any(out.get(int(d)) == int(t) for d, t in pairs):
             stranded += 1
     return stranded
 
