@@ -130,5 +130,7 @@ def setup_logging(level: str, role: str, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Per-request access lines are noise at INFO; rq's own job lines are kept.
+    # Per-request access lines (the API logs its own) and Alembic's plugin set-up are noise
+    # at INFO; rq's own job lines and the migrations applied are kept.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

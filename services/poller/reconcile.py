@@ -82,11 +82,13 @@ class Reconciler:
         self._metrics.add(name, int(lost), kind="redis_lost")
         self._metrics.add(name, reset, kind="feeds_reset")
         self._metrics.add(name, requeued, kind="jobs_requeued")
-        if lost or requeued:
+        if reset or requeued:
             log.warning(
                 "reconcile.repaired redis_lost=%s feeds_reset=%d jobs_requeued=%d",
                 lost, reset, requeued,
             )  # fmt: skip
+        elif lost:  # a new Redis data set with no feed to repair: a first start
+            log.info("reconcile.redis_marked key=%s", EPOCH_KEY)
         return repairs
 
     def _redis_lost(self, now: datetime) -> bool:
