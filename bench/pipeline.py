@@ -217,6 +217,39 @@ def memory(pid: int, field_name: str) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its reaped children excluded)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def named_pids(name: str) -> list[int]:
+    """Processes whose command starts with ``name`` (the database and Redis servers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith(name):
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_by_role(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far of each role, of the database and Redis servers, and of this
+    process (feed server, receiver and API sampler)."""
+    found = {r: sum(cpu_seconds(p) for p in ps) for r, ps in role_pids(procs).items()}
+    found["postgres"] = sum(cpu_seconds(p) for p in named_pids("postgres"))
+    found["redis-server"] = sum(cpu_seconds(p) for p in named_pids("redis-server"))
+    found["bench"] = sum(os.times()[:2])
+    return found
+
+
 def role_pids(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, list[int]]:
     """Each role's processes: the supervisor's children where it has them."""
     return {role: children(p.pid) or [p.pid] for role, p in procs.items()}
@@ -349,13 +382,22 @@ async def run(args: argparse.Namespace) -> None:
                          for r, ps in role_pids(procs).items()}  # fmt: skip
             world.started = time.monotonic()
             procs["poller"] = newsdesk(["poller"], env, log)
+            cpu_start = cpu_by_role(procs)
             listed, counts = await sample_api(http, api, world, args)
+            cpu_end = cpu_by_role(procs)
         pids = role_pids(procs)
         peaks = {r: max((memory(p, "VmHWM") for p in ps), default=0.0) for r, ps in pids.items()}
         rss_end = {r: sum(memory(p, "VmRSS") for p in ps) for r, ps in pids.items()}
         stop_all(procs)
         await runner.cleanup()
+        cpu = {r: cpu_end[r] - cpu_start.get(r, 0.0) for r in cpu_end}
         report(world, args, listed, counts, peaks, rss_start, rss_end, log)
+        wall = time.monotonic() - world.started
+        total = sum(cpu.values())
+        print(f"  CPU seconds over the {wall:.0f} s run ({total:.0f} s of "
+              f"{wall * (os.cpu_count() or 1):.0f} available):")  # fmt: skip
+        for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            print(f"    {role:12s} {seconds:7.1f} s  {seconds / total:6.1%}")
 
 
 def environment(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> dict[str, str]:
