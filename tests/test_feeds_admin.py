@@ -250,6 +250,16 @@ async def test_opml_export_of_no_feeds_and_bad_query(client: Client) -> None:
     assert body is not None and body["param"] == "x"
 
 
+async def test_opml_export_head_sends_headers_only(client: Client) -> None:
+    await client.post("/v1/feeds", json={"url": "https://head.test/rss"})
+    resp = await client.head("/v1/feeds.opml")
+    assert resp.status == 200 and resp.content_type == "text/x-opml"
+    assert await resp.read() == b""
+    # The connection is still sound for the next request.
+    again = await client.get("/v1/feeds.opml")
+    assert [f.url for f in parse_opml(await again.read())] == ["https://head.test/rss"]
+
+
 async def test_opml_export_failing_midway_breaks_the_transfer(
     client: Client, db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:

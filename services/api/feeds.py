@@ -41,6 +41,8 @@ async def export_opml(request: web.Request) -> web.StreamResponse:
     resp.content_type = OPML_TYPE
     resp.charset = "utf-8"
     await resp.prepare(request)
+    if request.method == "HEAD":  # the headers only: a body here would corrupt the stream
+        return resp
     writer = OpmlWriter()
     try:
         await resp.write(writer.head(title="newsdesk feeds", now=datetime.now(UTC)).encode())
