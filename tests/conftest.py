@@ -192,3 +192,23 @@ def ctx(settings: Settings, engine: Engine, recogniser: Any) -> Iterator[Any]:
     install(context)
     yield context
     install(None)
+
+
+@pytest.fixture
+def newsdesk_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """``newsdesk ARGS`` -> (exit code, stdout, stderr), on the test database and Redis."""
+    from services.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("NEWSDESK_DATA_DIR", str(settings.data_dir))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

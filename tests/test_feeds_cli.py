@@ -8,13 +8,12 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.cli import main
-from services.config import Settings
 from services.core.opml import OpmlFeed, parse_opml, render_opml
 from services.db.models import Feed
 
@@ -23,21 +22,9 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def cli(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
+def cli(newsdesk_cli: Run) -> Run:
     """``newsdesk feeds ARGS`` -> (exit code, stdout, stderr), on the test database."""
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("NEWSDESK_DATA_DIR", str(settings.data_dir))
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["feeds", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return partial(newsdesk_cli, "feeds")
 
 
 def test_add_list_show_update_poll_delete(cli: Run) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,28 +13,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
-from services.cli import main
 from services.config import Settings
 
 Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def cli(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
+def cli(newsdesk_cli: Run) -> Run:
     """``newsdesk keys ARGS`` -> (exit code, stdout, stderr), on the test database."""
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("NEWSDESK_DATA_DIR", str(settings.data_dir))
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["keys", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return partial(newsdesk_cli, "keys")
 
 
 async def test_create_list_use_revoke(
