@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,8 @@ class World:
     hook_ids: set[tuple[str, str]] = field(default_factory=set)
     trickle: bool = False
     started: float = 0.0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    rss: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def build(self, seed: int = 7) -> None:
         pool, headlines = paragraph_pool()
@@ -382,6 +385,7 @@ async def run(args: argparse.Namespace) -> None:
                          for r, ps in role_pids(procs).items()}  # fmt: skip
             world.started = time.monotonic()
             procs["poller"] = newsdesk(["poller"], env, log)
+            world.procs = procs
             cpu_start = cpu_by_role(procs)
             listed, counts = await sample_api(http, api, world, args)
             cpu_end = cpu_by_role(procs)
@@ -481,6 +485,7 @@ async def sample_api(
     listed: dict[str, float] = {}
     counts: list[tuple[float, int, int]] = []
     last_change = time.monotonic()
+    next_rss = 0.0
     expected_hooks = world.distinct * args.subscriptions
     while True:
         now = time.monotonic()
@@ -495,6 +500,10 @@ async def sample_api(
         if not counts or stored != counts[-1][1]:
             last_change = now
         counts.append((now, stored, depth))
+        if now >= next_rss:  # each role's resident memory, once a minute
+            next_rss = now + 60
+            for role, pids in role_pids(world.procs).items():
+                world.rss[role].append(sum(memory(p, "VmRSS") for p in pids))
         done = stored >= world.distinct and len(world.hooks) >= expected_hooks
         if args.duration:
             done = now - world.started >= args.duration
@@ -549,6 +558,9 @@ def report(
     for role in peaks:
         print(f"  memory {role:10s} peak {peaks[role]:6.0f} MB   RSS start "
               f"{rss_start.get(role, 0):6.0f} MB, end {rss_end[role]:6.0f} MB")  # fmt: skip
+        if len(world.rss[role]) > 2:
+            print(f"         {'':10s} RSS each minute: "
+                  + ", ".join(f"{v:.0f}" for v in world.rss[role]))  # fmt: skip
     if args.no_ceiling:
         return
     payloads = ceiling_payloads(world)

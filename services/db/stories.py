@@ -125,8 +125,9 @@ class ShingleCache:
         return shingles
 
 
-# About 30 KB per 500-word article: 2,000 entries stay under 64 MB per worker.
-_SHINGLES = ShingleCache(2000)
+# About 25 KB per 500-word article: 500 entries stay near 12 MB per worker (2,000 showed as
+# 50+ MB of growth over a 10-minute bench/pipeline.py run before the cache was full).
+_SHINGLES = ShingleCache(500)
 
 # A candidate must share at least this many of the 64 bands before its text is loaded and
 # compared: one shared band is usually a common phrase. A pair at the STORY threshold
