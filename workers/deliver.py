@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.config import Settings
 from services.core.errors import ConfigError
 from services.db import leases
-from services.db.engine import make_engine, session_factory, transaction
+from services.db.engine import make_engine, reading, session_factory, transaction
 from services.db.leases import Outcome, SendTask
 from services.logs import setup_logging
 from services.metrics import Recorder
@@ -64,8 +64,7 @@ class DeliverContext:
     """What delivery jobs share within one process."""
 
     settings: Settings
-    writes: sessionmaker[Session]
-    reads: sessionmaker[Session]
+    sessions: sessionmaker[Session]  # one engine: writes BEGIN IMMEDIATE, reads via `reading`
     queue: Queue
     loop: asyncio.AbstractEventLoop
     sender: Sender
@@ -90,12 +89,11 @@ class DeliverContext:
 
 
 def build_context(settings: Settings, connection: redis.Redis) -> DeliverContext:
-    writes = session_factory(make_engine(settings.database_url, immediate=True, pool_size=2))
-    reads = session_factory(make_engine(settings.database_url, immediate=False, pool_size=2))
+    sessions = session_factory(make_engine(settings.database_url, immediate=True, pool_size=2))
     loop = asyncio.new_event_loop()
     sender = loop.run_until_complete(Sender(settings).__aenter__())
     return DeliverContext(
-        settings=settings, writes=writes, reads=reads,
+        settings=settings, sessions=sessions,
         queue=webhook_queue(settings, connection), loop=loop, sender=sender,
         metrics=Recorder(connection),
     )  # fmt: skip
@@ -121,7 +119,7 @@ def deliver_batch(leased: list[list[int]]) -> dict[str, int]:
     what happened; returns how many ended in each outcome (``stale``: the lease moved on)."""
     ctx = current()
     pairs = [(int(d), int(t)) for d, t in leased]
-    with ctx.reads() as session:
+    with reading(ctx.sessions) as session:
         tasks = leases.send_tasks(session, leased=pairs, now=utc_now())
     outcomes = ctx.run(_pump(ctx, tasks))
     outcomes["stale"] = outcomes.get("stale", 0) + len(pairs) - len(tasks)
@@ -191,7 +189,7 @@ def _record(
     rules = policy(ctx.settings)
     outcomes = [Outcome(t.delivery_id, t.token, t.subscription_id, r) for t, r in finished]
     subscribers = {t.subscription_id for t, _ in finished}
-    with transaction(ctx.writes) as session:
+    with transaction(ctx.sessions) as session:
         now = utc_now()
         verdicts = leases.record_attempts(
             session, outcomes=outcomes, now=now, policy=rules, rng=ctx.rng
