@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from workers.context import WorkerContext, current
@@ -13,40 +11,30 @@ from workers.pipeline import process
 
 def extract_item(payload: dict[str, Any]) -> dict[str, Any]:
     """Extract, deduplicate and store one feed item or folder file."""
-    ctx = current()
-    with _measured(ctx, "extract") as outcome:
+    ctx, started, status = current(), time.perf_counter(), "failed"
+    try:
         result = process(ctx, payload)
-        outcome(result.status)
-    return result.as_dict()
+        status = result.status
+        return result.as_dict()
+    finally:
+        _count(ctx, "newsdesk_items_total", "extract", status, started)
 
 
 def reprocess_article(article_id: int) -> dict[str, Any]:
     """Re-run extraction, dedup and entities on a stored article with the current code."""
     from workers.reprocess import reprocess
 
-    ctx = current()
-    with _measured(ctx, "reprocess") as outcome:
-        result = reprocess(ctx, int(article_id))
-        outcome(str(result.get("status", "done")))
-    return result
-
-
-@contextmanager
-def _measured(ctx: WorkerContext, kind: str) -> Iterator[Callable[[str], None]]:
-    """Count the job's outcome and time it (``/metrics``); an exception counts as failed."""
-    started = time.perf_counter()
-    status = "failed"
-
-    def set_status(value: str) -> None:
-        nonlocal status
-        status = value
-
+    ctx, started, status = current(), time.perf_counter(), "failed"
     try:
-        yield set_status
+        result = reprocess(ctx, int(article_id))
+        status = str(result.get("status", "done"))
+        return result
     finally:
-        name = "newsdesk_items_total" if kind == "extract" else "newsdesk_reprocessed_total"
-        ctx.metrics.add(name, status=status)
-        ctx.metrics.observe(
-            "newsdesk_job_duration_seconds", time.perf_counter() - started, kind=kind
-        )
-        ctx.metrics.flush()
+        _count(ctx, "newsdesk_reprocessed_total", "reprocess", status, started)
+
+
+def _count(ctx: WorkerContext, name: str, kind: str, status: str, started: float) -> None:
+    """The job's outcome and duration for ``/metrics`` (an exception counts as failed)."""
+    ctx.metrics.add(name, status=status)
+    ctx.metrics.observe("newsdesk_job_duration_seconds", time.perf_counter() - started, kind=kind)
+    ctx.metrics.flush()
