@@ -40,14 +40,14 @@ async def test_items_queued_before_redis_lost_its_data_are_queued_again(
     # Redis restarts empty before any worker ran: the queued jobs are gone, and the feed's
     # validators would make its next poll a 304 that re-queues nothing.
     redis_conn.flushdb()
-    second = await poller.run_once(NOW + timedelta(seconds=1))
+    second = await poller.run_once(NOW + timedelta(hours=2))  # the feed's next poll
     assert second.enqueued == first.enqueued
     assert "If-None-Match" not in site.requests[-1][1]  # fetched in full, not conditionally
     assert burst() == first.enqueued
     assert _sightings(db) == first.enqueued
     # Repaired once: the next cycles are ordinary (not due, then a 304).
-    assert (await poller.run_once(NOW + timedelta(seconds=2))).enqueued == 0
-    assert (await poller.run_once(NOW + timedelta(hours=2))).enqueued == 0
+    assert (await poller.run_once(NOW + timedelta(hours=2, seconds=1))).enqueued == 0
+    assert (await poller.run_once(NOW + timedelta(hours=4))).enqueued == 0
     assert site.requests[-1][1].get("If-None-Match") == '"v1"'
     with db() as s:
         assert s.scalar(select(func.count()).select_from(Article)) == first.enqueued

@@ -6,9 +6,11 @@ unchanged feed. Work can be lost between the two in two ways, and each has its r
 
 - **Redis lost its data** (restarted without persistence, flushed, replaced). A marker key
   written once per Redis data set (``newsdesk:epoch``) is missing: every HTTP feed's
-  validators are cleared and the feed is made due, so its next poll downloads and parses
-  it in full and re-queues each item that has no sighting yet. Folder sources need nothing:
-  every scan compares the files with their sightings.
+  validators are cleared, so its next poll downloads and parses it in full and re-queues
+  each item that has no sighting yet. The schedule is left alone: ``next_poll_at`` is also
+  how pollers claim feeds, and making every feed due at once would hand feeds another
+  poller is fetching right now to a second poller. Folder sources need nothing: every scan
+  compares the files with their sightings.
 - **A job used up its retries** (the database was down longer than the retry schedule):
   it waits in rq's failed registry. Every ``sweep_interval`` seconds such extraction jobs
   are queued again, at most ``MAX_SWEEPS`` times each, so a job that fails for good (a bug)
@@ -72,7 +74,7 @@ class Reconciler:
     def run(self, now: datetime) -> Repairs:
         """One pass: the marker check every time (one round trip), the sweep when due."""
         lost = self._redis_lost(now)
-        reset = self._reset_validators(now) if lost else 0
+        reset = self._reset_validators() if lost else 0
         requeued = 0
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self._sweep_interval
@@ -97,12 +99,12 @@ class Reconciler:
         created = self._queue.connection.set(EPOCH_KEY, now.isoformat(), nx=True)
         return bool(created)
 
-    def _reset_validators(self, now: datetime) -> int:
+    def _reset_validators(self) -> int:
         with transaction(self._sessions) as session:
             result = session.execute(
                 update(Feed)
                 .where(Feed.kind == "http")
-                .values(etag=None, last_modified=None, body_hash=None, next_poll_at=now)
+                .values(etag=None, last_modified=None, body_hash=None)
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
