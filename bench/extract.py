@@ -15,10 +15,13 @@ Measured in one run, on the same inputs:
   takes the jobs from Redis and does extraction, dedup lookups, NER and the SQL writes;
   timed from the first enqueue to the last job finished, after a warm-up.
 - baseline: a loop in this process doing only ``extract()`` and the same spaCy NER
-  (``workers.nlp.load_model()`` + ``Recogniser``) on the same payloads.
+  (``workers.nlp.load_model()`` + ``Recogniser``) on the same payloads, once with one text
+  per NER call and once batched as the worker batches (``NEWSDESK_WORKER_BATCH`` texts per
+  ``nlp.pipe`` call: the like-for-like loop). Each loop runs before and after the worker.
 
-Reports both rates, their ratio (target >= 85%) and the worker's peak RSS (VmHWM, target
-< 400 MB).
+Reports the rates, the worker's ratio to each loop by rate and by CPU time per article (the
+CPU ratio does not move when other processes load the machine; target >= 85%) and the
+worker's peak RSS (VmHWM, target < 400 MB).
 
     python bench/extract.py                      # SQLite + embedded Redis
     python bench/extract.py --inputs 1000 \\
@@ -34,6 +37,7 @@ import html
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -133,17 +137,38 @@ def build_inputs(count: int, http_id: int, folder_id: int) -> list[dict[str, Any
 # -- the two measurements ---------------------------------------------------------------------
 
 
-def baseline(payloads: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> float:
-    """Articles/s of extraction + NER alone, in this process."""
+def baseline(
+    payloads: list[dict[str, Any]], warmup: list[dict[str, Any]], *, batch: int
+) -> tuple[float, float]:
+    """(articles/s, CPU ms per article) of extraction + NER alone, in this process.
+
+    With ``batch`` > 1 the texts go through NER ``batch`` at a time (``recognise_many``, one
+    ``nlp.pipe`` call), as a worker does with the jobs it takes at once.
+    """
     from workers.nlp import Recogniser, load_model
 
     recogniser = Recogniser(load_model())
-    for payload in warmup:
-        recogniser.recognise(extract(ItemPayload.from_dict(payload)).analysed_text)
-    started = time.perf_counter()
-    for payload in payloads:
-        recogniser.recognise(extract(ItemPayload.from_dict(payload)).analysed_text)
-    return len(payloads) / (time.perf_counter() - started)
+
+    def run(items: list[dict[str, Any]]) -> None:
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            texts = [extract(ItemPayload.from_dict(p)).analysed_text for p in chunk]
+            if batch == 1:
+                recogniser.recognise(texts[0])
+            else:
+                recogniser.recognise_many(texts)
+
+    run(warmup)
+    started, cpu = time.perf_counter(), time.process_time()
+    run(payloads)
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+    return len(payloads) / elapsed, used * 1000 / len(payloads)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -156,8 +181,9 @@ def peak_rss_mb(pid: int) -> float:
 def through_worker(
     settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
     warmup: list[dict[str, Any]], log_path: Path,
-) -> tuple[float, float]:  # fmt: skip
-    """(articles/s, peak RSS MB) of one `newsdesk worker --workers 1` process."""
+) -> tuple[float, float, float]:  # fmt: skip
+    """(articles/s, CPU ms per article, peak RSS MB) of one `newsdesk worker --workers 1`
+    process."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
     with log_path.open("wb") as log:
@@ -172,10 +198,10 @@ def through_worker(
                 raise SystemExit(f"the worker did not start; see {log_path}")
             time.sleep(0.05)
         _run(queue, warmup, done_before=0)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(proc.pid)
         _run(queue, payloads, done_before=len(warmup))
-        elapsed = time.perf_counter() - started
-        return len(payloads) / elapsed, peak_rss_mb(proc.pid)
+        elapsed, used = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
+        return len(payloads) / elapsed, used * 1000 / len(payloads), peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -258,20 +284,34 @@ def main() -> None:
         print(f"extract bench: backend={backend} inputs={len(payloads)} ({pages} HTML pages, "
               f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
 
-        loop_rate = baseline(payloads, warmup)
-        print(f"  baseline: extract + NER in a loop        {loop_rate:7.1f} articles/s")
+        # The loops run before and after the worker (the mean is reported), so a change in
+        # the machine's load during the run shows as a spread instead of skewing the ratio.
+        loops = {1: [baseline(payloads, warmup, batch=1)]}
+        if settings.worker_batch > 1:
+            loops[settings.worker_batch] = [baseline(payloads, warmup, batch=settings.worker_batch)]
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        worker_rate, rss = through_worker(settings, child_env, payloads, warmup,
-                                          tmp / "worker.log")  # fmt: skip
+        worker_rate, worker_cpu, rss = through_worker(settings, child_env, payloads, warmup,
+                                                      tmp / "worker.log")  # fmt: skip
+        for batch, runs in loops.items():
+            runs.append(baseline(payloads, warmup, batch=batch))
         with engine.connect() as conn:
             articles = conn.scalar(select(func.count()).select_from(Article)) or 0
             errors = conn.scalar(
                 select(func.count()).select_from(Sighting).where(Sighting.error_code.is_not(None))
             )
         engine.dispose()
-        print(f"  worker:   queue + extract + dedup + NER + SQL {worker_rate:7.1f} articles/s"
-              f"   (articles stored {articles}, item errors {errors})")  # fmt: skip
-        print(f"  ratio worker / baseline: {worker_rate / loop_rate:6.1%}   (target >= 85%)")
+        print(f"  worker:   queue + extract + dedup + NER + SQL {worker_rate:7.1f} articles/s  "
+              f"{worker_cpu:5.1f} ms CPU/article  (batch {settings.worker_batch}; articles "
+              f"stored {articles}, item errors {errors})")  # fmt: skip
+        for batch, runs in loops.items():
+            rate = statistics.mean(r for r, _ in runs)
+            cpu = statistics.mean(c for _, c in runs)
+            how = "one text per NER call" if batch == 1 else f"NER {batch} texts per nlp.pipe"
+            spread = ", ".join(f"{r:.1f}" for r, _ in runs)
+            print(f"  loop ({how}): extract + NER {rate:7.1f} articles/s ({spread})  "
+                  f"{cpu:5.1f} ms CPU/article")  # fmt: skip
+            print(f"    ratio worker / loop: {worker_rate / rate:6.1%} by rate, "
+                  f"{cpu / worker_cpu:6.1%} by CPU time   (target >= 85%)")  # fmt: skip
         print(f"  worker peak RSS (VmHWM): {rss:6.0f} MB   (target < 400 MB)")
 
 

@@ -46,6 +46,8 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_QUEUE_HIGH_WATER": "extraction queue length at which the poller stops enqueueing",
     "NEWSDESK_SWEEP_INTERVAL": "seconds between the poller's requeues of extraction jobs that "
     "used up their retries (at most 5 times each)",
+    "NEWSDESK_WORKER_BATCH": "extraction jobs a worker process takes at once when they are "
+    "waiting (their NER runs as one batch); 1 takes one at a time",
     "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after a job "
     "exits and is restarted",
     "NEWSDESK_WEBHOOK_QUEUE": "name of the rq queue for webhook deliveries",
@@ -179,6 +181,7 @@ class Settings:
     queue_high_water: int = 10_000
     sweep_interval: float = 600.0
     worker_max_rss_mb: int = 1024
+    worker_batch: int = 8
     webhook_queue: str = "newsdesk-webhooks"
     webhook_workers: int = 4
     webhook_timeout: float = 15.0
@@ -249,6 +252,7 @@ class Settings:
             queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
             sweep_interval=_float(env, "NEWSDESK_SWEEP_INTERVAL", 600.0, minimum=1.0),
             worker_max_rss_mb=_int(env, "NEWSDESK_WORKER_MAX_RSS_MB", 1024, minimum=64),
+            worker_batch=_int(env, "NEWSDESK_WORKER_BATCH", 8, minimum=1),
             webhook_queue=env.get("NEWSDESK_WEBHOOK_QUEUE", "").strip() or "newsdesk-webhooks",
             webhook_workers=_int(env, "NEWSDESK_WEBHOOK_WORKERS", 4, minimum=1),
             webhook_timeout=_float(env, "NEWSDESK_WEBHOOK_TIMEOUT", 15.0, minimum=0.1),
@@ -309,6 +313,7 @@ class Settings:
             "NEWSDESK_QUEUE_HIGH_WATER": str(self.queue_high_water),
             "NEWSDESK_SWEEP_INTERVAL": str(self.sweep_interval),
             "NEWSDESK_WORKER_MAX_RSS_MB": str(self.worker_max_rss_mb),
+            "NEWSDESK_WORKER_BATCH": str(self.worker_batch),
             "NEWSDESK_WEBHOOK_QUEUE": self.webhook_queue,
             "NEWSDESK_WEBHOOK_WORKERS": str(self.webhook_workers),
             "NEWSDESK_WEBHOOK_TIMEOUT": str(self.webhook_timeout),

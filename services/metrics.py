@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,17 @@ class Recorder:
     def __init__(self, client: Any | None) -> None:
         self._client = client
         self._pending: defaultdict[str, float] = defaultdict(float)
+        self._held = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Flushes inside the block wait for its end: one round trip for a batch of jobs."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self.flush()
 
     def add(self, name: str, value: float = 1.0, **labels: Any) -> None:
         if value:
@@ -120,7 +132,10 @@ class Recorder:
 
     def flush(self) -> None:
         """Add the buffered increments to Redis in one round trip; a failure drops them
-        (metrics must never stop the work they describe) with a log line."""
+        (metrics must never stop the work they describe) with a log line. Inside
+        :meth:`held` this waits for the end of the block."""
+        if self._held:
+            return
         if not self._pending or self._client is None:  # (nothing recorded, or nowhere to)
             self._pending.clear()
             return

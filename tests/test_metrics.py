@@ -79,3 +79,22 @@ def test_histograms_are_cumulative_and_rendered_in_order() -> None:
     ] == pytest.approx(0.9)
     lines = [ln for ln in text.splitlines() if ln.startswith(bucket)]
     assert [ln.split('le="')[1].split('"')[0] for ln in lines] == ["0.1", "0.5", "1", "+Inf"]
+
+
+def test_flushes_inside_held_wait_for_the_end_of_the_block(settings: Settings) -> None:
+    import redis
+
+    from services.metrics import KEY
+
+    client = redis.Redis.from_url(settings.redis_url)
+    rec = Recorder(client)
+    field = sample("newsdesk_items_total", {"status": "created"})
+    with rec.held():
+        for _ in range(3):
+            rec.add("newsdesk_items_total", status="created")
+            rec.flush()
+        assert client.hget(KEY, field) is None, "nothing may reach Redis inside the block"
+    assert client.hget(KEY, field) == b"3"
+    rec.add("newsdesk_items_total", status="created")
+    rec.flush()
+    assert client.hget(KEY, field) == b"4"

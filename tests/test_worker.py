@@ -254,9 +254,127 @@ def test_worker_stops_between_jobs_past_its_memory_limit(
             fid, f"g{n}", url=f"https://news.test/{n}", title=f"Story {n} in Faro", summary="Body."
         )
         enqueue(settings, story)
-    worker = make_worker(settings.with_overrides(worker_max_rss_mb=64))
+    # One job at a time: the limit is checked after the jobs in hand.
+    worker = make_worker(settings.with_overrides(worker_max_rss_mb=64, worker_batch=1))
     assert worker.max_rss_mb == 64  # any Python process with spaCy loaded is above this
     worker.work(burst=True, logging_level="WARNING")
     queue = extract_queue(settings, redis_client(settings))
     assert queue.count == 2, "the worker must stop after the job that crossed the limit"
     assert burst() == 2  # a fresh worker (the default limit) takes the rest
+
+
+class _CountingRecogniser:
+    """The real recogniser, counting how many texts each NER call gets."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: list[int] = []
+
+    def recognise(self, text: str) -> Any:
+        self.calls.append(1)
+        return self.real.recognise(text)
+
+    def recognise_many(self, texts: list[str]) -> Any:
+        self.calls.append(len(texts))
+        return self.real.recognise_many(texts)
+
+
+def _mixed_batch(db: Any) -> list[dict[str, Any]]:
+    """Two new articles, a copy of the first under another item, and an empty file."""
+    fid, folder = _feed(db), _feed(db, "folder:/seeds", "folder")
+    oslo = "Ministers in Oslo agreed on Tuesday to expand the rail network across Norway."
+    lima = "Voters in Lima queued for hours on Sunday as Peru chose a new Congress."
+    return [
+        feed_payload(fid, "a", url="https://news.test/oslo", title="Oslo rail", summary=oslo),
+        feed_payload(fid, "b", url="https://news.test/lima", title="Lima votes", summary=lima),
+        feed_payload(fid, "c", url="https://news.test/oslo?utm_source=x", title="Oslo rail",
+                     summary=oslo),
+        file_payload(folder, "empty.txt", "  \n"),
+    ]  # fmt: skip
+
+
+def test_waiting_jobs_are_taken_together_with_one_ner_batch(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    spy = _CountingRecogniser(current().recogniser)
+    current().recogniser = spy
+    assert settings.worker_batch >= len(payloads)
+    assert burst() == len(payloads)
+    # One NER call for the two new texts: the copy and the empty file skipped NER.
+    assert spy.calls == [2]
+    queue = extract_queue(settings, redis_client(settings))
+    assert queue.finished_job_registry.count == len(payloads)
+    assert queue.failed_job_registry.count == 0
+    assert not current().prepared, "nothing prepared may outlive its batch"
+    with db() as s:
+        titles = sorted(s.scalars(select(Article.title)))
+        sightings = s.scalar(select(func.count()).select_from(Sighting))
+        errors = s.scalar(
+            select(func.count()).select_from(Sighting).where(Sighting.error_code.is_not(None))
+        )
+    assert titles == ["Lima votes", "Oslo rail"]
+    assert (sightings, errors) == (4, 1)
+    oslo = entities_of(db, _article_id(db, "Oslo rail"))
+    assert "Oslo" in oslo, oslo  # NER ran on the batch (the model calls it a place or an org)
+
+
+def test_batched_and_one_by_one_store_the_same(settings: Settings, db: Any, burst: Any) -> None:
+    """The same jobs through a batch of one: the same rows (ids aside)."""
+    from workers.runner import make_worker
+
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    make_worker(settings.with_overrides(worker_batch=1)).work(burst=True, logging_level="WARNING")
+    one_by_one = _snapshot(db)
+    with transaction(db) as s:
+        for model in (ArticleEntity, ArticleUrl, Event, Sighting, Article, Entity):
+            s.query(model).delete()
+    for payload in payloads:
+        payload["content_hash"] = payload["content_hash"][::-1]  # new job ids, same items
+        assert enqueue(settings, payload)
+    assert burst() == len(payloads)
+    assert _snapshot(db) == one_by_one
+
+
+def test_a_failing_batch_step_falls_back_to_one_job_at_a_time(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.pipeline
+
+    def broken(ctx: Any, raws: Any) -> int:
+        raise RuntimeError("prepare failed")
+
+    monkeypatch.setattr(workers.pipeline, "prepare", broken)
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    assert burst() == len(payloads)
+    with db() as s:
+        assert sorted(s.scalars(select(Article.title))) == ["Lima votes", "Oslo rail"]
+
+
+def _article_id(db: Any, title: str) -> int:
+    with db() as s:
+        return int(s.scalars(select(Article.id).where(Article.title == title)).one())
+
+
+def _snapshot(db: Any) -> dict[str, Any]:
+    with db() as s:
+        articles = sorted(s.execute(select(Article.title, Article.text, Article.content_hash)))
+        sightings = sorted(
+            s.execute(select(Sighting.item_key, Sighting.error_code, Sighting.url)),
+            key=repr,
+        )
+        links = sorted(
+            s.execute(
+                select(Article.title, Entity.name, Entity.type, ArticleEntity.mentions)
+                .join(ArticleEntity, ArticleEntity.article_id == Article.id)
+                .join(Entity, Entity.id == ArticleEntity.entity_id)
+            )
+        )
+        events = sorted(s.scalars(select(Event.type)))
+    return {"articles": articles, "sightings": sightings, "links": links, "events": events}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,9 @@ class WorkerContext:
     recogniser: Recogniser
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Recorder = field(default_factory=lambda: Recorder(None))
+    # Items of the jobs in hand already extracted and through NER (workers.pipeline.prepare),
+    # by (feed id, item key, content hash); each job takes its own out.
+    prepared: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 
 
 _current: WorkerContext | None = None

@@ -5,12 +5,18 @@ near-duplicate (services/core/neardup.py) -> new article. A lookup outside any t
 decides whether NER is needed (a duplicate skips it); the decision that counts is taken again
 inside the write transaction, under the dedup lock, so concurrent workers decide as if they
 ran one after the other.
+
+A worker holding several jobs calls :func:`prepare` first: extraction and the pre-lock lookup
+for each new item, then NER for all of them in one ``nlp.pipe`` batch. Each job then runs as
+usual and finds its item ready; nothing is decided or written until then, so the result is
+the same as running the jobs one by one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,6 +65,85 @@ class Decision:
     story_like: int | None = None  # a stored article of the same story, for a new article
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A new item extracted and, unless it is a copy of a stored article, through NER."""
+
+    extracted: Extracted
+    sketch: neardup.Sketch | None
+    found: list[FoundEntity] | None  # None: looked like a copy, NER skipped
+
+
+def _ready_key(item: ItemPayload) -> tuple[int, str, str]:
+    return (item.feed_id, item.item_key, item.content_hash)
+
+
+def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
+    """Extract the new items among ``raws`` and run NER on them in one batch; each item's job
+    (:func:`process`) then uses the result. Returns how many items were made ready.
+
+    Items that are not new (a known version, an update of a stored article) and items that
+    fail to extract are left to their job, which handles and records them as usual.
+    """
+    pending: list[tuple[ItemPayload, Extracted, neardup.Sketch | None, bool]] = []
+    batch = _BatchCopies()
+    for raw in raws:
+        try:
+            item = ItemPayload.from_dict(raw)
+            with reading(ctx.sessions) as session:
+                state = articles.sighting_state(
+                    session, feed_id=item.feed_id, item_key=item.item_key
+                )
+                if state is not None and (
+                    state.article_id is not None or state.content_hash == item.content_hash
+                ):
+                    continue
+                extracted = extract(item)
+                sketch = neardup.sketch(extracted.text)
+                copy = _decide(session, extracted, sketch).article_id is not None
+        except (ExtractError, ValueError, KeyError, TypeError):
+            continue  # the job itself reports it
+        # A copy of an item earlier in the batch skips NER too: that item is stored first.
+        copy = batch.is_copy(extracted, sketch) or copy
+        pending.append((item, extracted, sketch, copy))
+    texts = [e.analysed_text for _, e, _, copy in pending if not copy]
+    mentions = iter(_recognise_many(ctx, texts))
+    for item, extracted, sketch, copy in pending:
+        found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
+        ctx.prepared[_ready_key(item)] = Ready(extracted, sketch, found)
+    return len(pending)
+
+
+class _BatchCopies:
+    """The items of one batch so far, to tell a copy of an earlier one (same URL, same
+    text, near-duplicate) as the dedup lookup would once that item is stored."""
+
+    def __init__(self) -> None:
+        self.urls: set[str] = set()
+        self.hashes: set[str] = set()
+        self.shingles: list[tuple[int, frozenset[int]]] = []
+
+    def is_copy(self, extracted: Extracted, sketch: neardup.Sketch | None) -> bool:
+        copy = bool(self.urls.intersection(extracted.urls)) or extracted.content_hash in self.hashes
+        if not copy and sketch is not None:
+            match = neardup.best_match(sketch.shingles, self.shingles)
+            copy = match is not None and match.relation is neardup.Relation.DUPLICATE
+        self.urls.update(extracted.urls)
+        self.hashes.add(extracted.content_hash)
+        if sketch is not None:
+            self.shingles.append((len(self.shingles), sketch.shingles))
+        return copy
+
+
+def _recognise_many(ctx: WorkerContext, texts: list[str]) -> list[list[Any]]:
+    if not texts:
+        return []
+    many = getattr(ctx.recogniser, "recognise_many", None)
+    if many is None:
+        return [ctx.recogniser.recognise(t) for t in texts]
+    return list(many(texts))
+
+
 def process(ctx: WorkerContext, raw: Any) -> Outcome:
     """Run one extraction job. Safe to run any number of times with the same payload."""
     started = time.monotonic()
@@ -82,6 +167,10 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
     if state is not None and state.content_hash == item.content_hash:
         # This exact version of the item was handled already (a re-run or a re-poll).
         return Outcome("unchanged", state.article_id, reason="sighting")
+    ready = ctx.prepared.pop(_ready_key(item), None)
+    if ready is not None and (state is None or state.article_id is None):
+        ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
+        return _store(ctx, ref, ready.extracted, ready.sketch, ready.found)
     try:
         extracted = extract(item)
     except ExtractError as exc:

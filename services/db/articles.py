@@ -7,9 +7,19 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from services.core.extract import Extracted
@@ -24,7 +34,7 @@ from services.db.models import (
     Sighting,
     Story,
 )
-from services.db.upsert import insert_for, insert_ignore
+from services.db.upsert import InsertFactory, Prepared, core, insert_ignore
 
 
 @dataclass(frozen=True)
@@ -45,13 +55,37 @@ class ItemRef:
     payload: dict[str, Any] = field(default_factory=dict, repr=False)  # the job's payload
 
 
+_ARTICLES = cast(Table, Article.__table__)
+_SIGHTINGS = cast(Table, Sighting.__table__)
+_URLS = cast(Table, ArticleUrl.__table__)
+_SOURCES = cast(Table, ArticleSource.__table__)
+
+_SIGHTING_STATE = select(
+    _SIGHTINGS.c.article_id, _SIGHTINGS.c.content_hash, _SIGHTINGS.c.error_code
+).where(_SIGHTINGS.c.feed_id == bindparam("feed_id"), _SIGHTINGS.c.item_key_hash == bindparam("h"))
+
+
 def sighting_state(session: Session, *, feed_id: int, item_key: str) -> SightingState | None:
-    row = session.execute(
-        select(Sighting.article_id, Sighting.content_hash, Sighting.error_code).where(
-            Sighting.feed_id == feed_id, Sighting.item_key_hash == key_hash(item_key)
-        )
-    ).first()
-    return None if row is None else SightingState(row[0], row[1], row[2])
+    row = core(session).execute(_SIGHTING_STATE, {"feed_id": feed_id, "h": key_hash(item_key)})
+    found = row.first()
+    return None if found is None else SightingState(found[0], found[1], found[2])
+
+
+def _by_urls(*, excluding: bool) -> Any:
+    urls: BindParameter[str] = bindparam("urls", expanding=True)
+    by_alias = select(_URLS.c.article_id.label("id")).where(_URLS.c.url.in_(urls))
+    by_canonical = select(_ARTICLES.c.id.label("id")).where(_ARTICLES.c.canonical_url.in_(urls))
+    if excluding:
+        by_alias = by_alias.where(_URLS.c.article_id != bindparam("exclude"))
+        by_canonical = by_canonical.where(_ARTICLES.c.id != bindparam("exclude"))
+    # One round trip: every URL is also recorded in article_urls, the canonical column is
+    # the fallback for articles stored before that.
+    return union_all(by_alias, by_canonical).limit(1)
+
+
+_BY_URLS = _by_urls(excluding=False)
+_BY_URLS_EXCLUDING = _by_urls(excluding=True)
+_BY_CONTENT = select(_ARTICLES.c.id).where(_ARTICLES.c.content_hash == bindparam("h"))
 
 
 def find_by_urls(
@@ -61,18 +95,16 @@ def find_by_urls(
     article ``exclude``."""
     if not urls:
         return None
-    by_alias = select(ArticleUrl.article_id.label("id")).where(ArticleUrl.url.in_(urls))
-    by_canonical = select(Article.id.label("id")).where(Article.canonical_url.in_(urls))
-    if exclude is not None:
-        by_alias = by_alias.where(ArticleUrl.article_id != exclude)
-        by_canonical = by_canonical.where(Article.id != exclude)
-    # One round trip: every URL is also recorded in article_urls, the canonical column is
-    # the fallback for articles stored before that.
-    return session.scalar(union_all(by_alias, by_canonical).limit(1))
+    if exclude is None:
+        found = core(session).scalar(_BY_URLS, {"urls": list(urls)})
+    else:
+        found = core(session).scalar(_BY_URLS_EXCLUDING, {"urls": list(urls), "exclude": exclude})
+    return None if found is None else int(found)
 
 
 def find_by_content(session: Session, content_hash: str) -> int | None:
-    return session.scalar(select(Article.id).where(Article.content_hash == content_hash))
+    found = core(session).scalar(_BY_CONTENT, {"h": content_hash})
+    return None if found is None else int(found)
 
 
 def events_since(session: Session, *, article_id: int, type: str, since: datetime) -> int:
@@ -87,46 +119,62 @@ def events_since(session: Session, *, article_id: int, type: str, since: datetim
     )
 
 
+def _sighting_upsert(insert: InsertFactory) -> Any:
+    stmt = insert(_SIGHTINGS)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[_SIGHTINGS.c.feed_id, _SIGHTINGS.c.item_key_hash],
+        set_={
+            "article_id": new.article_id,
+            "content_hash": new.content_hash,
+            "url": new.url,
+            "error_code": None,
+            "error_detail": None,
+            "last_seen_at": new.last_seen_at,
+        },
+    )
+
+
+_SIGHTING_UPSERT = Prepared(_sighting_upsert)
+_URLS_INSERT = Prepared(lambda insert: insert(_URLS).on_conflict_do_nothing())
+
+
 def attach(
     session: Session, *, article_id: int, item: ItemRef, urls: Sequence[str], now: datetime
 ) -> None:
     """Record that ``item`` carries ``article_id`` (idempotent) and remember its URLs."""
-    stmt = insert_for(session, Sighting).values(
-        feed_id=item.feed_id,
-        item_key=item.item_key,
-        item_key_hash=key_hash(item.item_key),
-        article_id=article_id,
-        url=item.url,
-        content_hash=item.content_hash,
-        first_seen_at=now,
-        last_seen_at=now,
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Sighting.feed_id, Sighting.item_key_hash],
-            set_={
-                "article_id": article_id,
-                "content_hash": item.content_hash,
-                "url": item.url,
-                "error_code": None,
-                "error_detail": None,
-                "last_seen_at": now,
-            },
-        )
+    conn = core(session)
+    conn.execute(
+        _SIGHTING_UPSERT.on(conn),
+        {
+            "feed_id": item.feed_id,
+            "item_key": item.item_key,
+            "item_key_hash": key_hash(item.item_key),
+            "article_id": article_id,
+            "url": item.url,
+            "content_hash": item.content_hash,
+            "first_seen_at": now,
+            "last_seen_at": now,
+        },
     )
     if urls:
-        session.execute(
-            insert_for(session, ArticleUrl).on_conflict_do_nothing(),
+        conn.execute(
+            _URLS_INSERT.on(conn),
             [{"article_id": article_id, "url": url, "created_at": now} for url in urls],
         )
+
+
+_ARTICLE_INSERT = Prepared(
+    lambda insert: insert(_ARTICLES).on_conflict_do_nothing().returning(_ARTICLES.c.id)
+)
 
 
 def insert_article(session: Session, *, extracted: Extracted, now: datetime) -> int | None:
     """Insert a new article; None when another writer stored the same URL or text first."""
     published = extracted.published_at
-    row = insert_ignore(
-        session,
-        Article,
+    conn = core(session)
+    row = conn.execute(
+        _ARTICLE_INSERT.on(conn),
         {
             "canonical_url": extracted.canonical_url,
             "title": extracted.title,
@@ -141,8 +189,7 @@ def insert_article(session: Session, *, extracted: Extracted, now: datetime) -> 
             "created_at": now,
             "updated_at": now,
         },
-        returning=[Article.id],
-    )
+    ).first()
     return None if row is None else int(row[0])
 
 
@@ -174,6 +221,16 @@ def update_article(
     return {"fields": sorted(changed)} | {k: v for k, v in changed.items() if v is not None}
 
 
+_EVENT_ARTICLE = select(
+    _ARTICLES.c.id, _ARTICLES.c.title, _ARTICLES.c.canonical_url, _ARTICLES.c.published_at,
+    _ARTICLES.c.language, _ARTICLES.c.summary, _ARTICLES.c.story_id,
+).where(_ARTICLES.c.id == bindparam("id"))  # fmt: skip
+_FIRST_URL = (
+    select(_URLS.c.url).where(_URLS.c.article_id == bindparam("id")).order_by(_URLS.c.id).limit(1)
+)
+_FEEDS_OF = select(_SIGHTINGS.c.feed_id).where(_SIGHTINGS.c.article_id == bindparam("id"))
+
+
 def article_event_payload(
     session: Session, *, article_id: int, feed_id: int, entities: Sequence[StoredEntity]
 ) -> dict[str, Any]:
@@ -182,22 +239,11 @@ def article_event_payload(
     Thin on purpose (well under 20 KB): the summary and entity list are capped, and the full
     article is one API call away (its path is added when the webhook is sent).
     """
-    row = session.execute(
-        select(
-            Article.id, Article.title, Article.canonical_url, Article.published_at,
-            Article.language, Article.summary, Article.story_id,
-        ).where(Article.id == article_id)
-    ).one()  # fmt: skip
-    url = row.canonical_url or session.scalar(
-        select(ArticleUrl.url)
-        .where(ArticleUrl.article_id == article_id)
-        .order_by(ArticleUrl.id)
-        .limit(1)
-    )
-    feed_ids = sorted(
-        set(session.scalars(select(Sighting.feed_id).where(Sighting.article_id == article_id)))
-        | {feed_id}
-    )
+    conn = core(session)
+    key = {"id": article_id}
+    row = conn.execute(_EVENT_ARTICLE, key).one()
+    url = row.canonical_url or conn.scalar(_FIRST_URL, key)
+    feed_ids = sorted(set(conn.scalars(_FEEDS_OF, key)) | {feed_id})
     summary = row.summary[:1000] if row.summary else row.summary
     return {
         "version": 1,
@@ -217,18 +263,25 @@ def article_event_payload(
     }
 
 
+def _source_upsert(insert: InsertFactory) -> Any:
+    stmt = insert(_SOURCES)
+    return stmt.on_conflict_do_update(
+        index_elements=[_SOURCES.c.article_id],
+        set_={"payload": stmt.excluded.payload, "stored_at": stmt.excluded.stored_at},
+    )
+
+
+_SOURCE_UPSERT = Prepared(_source_upsert)
+
+
 def save_source(
     session: Session, *, article_id: int, payload: dict[str, Any], now: datetime
 ) -> None:
     """Keep the job payload the article's current text came from (for reprocessing)."""
     blob = zlib.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), 1)
-    stmt = insert_for(session, ArticleSource).values(
-        article_id=article_id, payload=blob, stored_at=now
-    )
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[ArticleSource.article_id], set_={"payload": blob, "stored_at": now}
-        )
+    conn = core(session)
+    conn.execute(
+        _SOURCE_UPSERT.on(conn), {"article_id": article_id, "payload": blob, "stored_at": now}
     )
 
 

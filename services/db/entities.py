@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
@@ -25,7 +25,7 @@ from services.core.entity_resolution import (
 )
 from services.core.gazetteer import Gazetteer, default_gazetteer
 from services.db.models import Article, ArticleEntity, Entity, EntityAlias
-from services.db.upsert import insert_for, insert_ignore
+from services.db.upsert import Prepared, core
 
 __all__ = ["StoredEntity", "drop_links", "find_entity_ids", "known_names", "store_entities"]
 
@@ -89,7 +89,7 @@ def store_entities(
         link.mentions += ent.mentions
         link.first_offset = min(link.first_offset, ent.first_offset)
     _replace_links(session, article_id, links, now, fresh=fresh)
-    rows = session.execute(select(Entity.id, Entity.name, Entity.type).where(Entity.id.in_(links)))
+    rows = core(session).execute(_NAMES, {"ids": list(links)})
     named = {i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows}
     return [named[i] for i in links]
 
@@ -115,9 +115,9 @@ def _entity_for(
         merged = _by_fallback(session, res, gazetteer)
         if merged is not None:
             return merged
-    row = insert_ignore(
-        session,
-        Entity,
+    conn = core(session)
+    row = conn.execute(
+        _ENTITY_INSERT.on(conn),
         {
             "type": first.type,
             "key": first.key,
@@ -127,14 +127,11 @@ def _entity_for(
             "first_seen_at": now,
             "last_seen_at": now,
         },
-        returning=[Entity.id],
-    )
+    ).first()
     entity_id = int(
         row[0]
         if row is not None
-        else session.scalars(
-            select(Entity.id).where(Entity.type == first.type, Entity.key == first.key)
-        ).one()
+        else conn.execute(_ENTITY_ID, {"type": first.type, "key": first.key}).scalar_one()
     )
     hits[first.key] = entity_id
     return entity_id
@@ -154,21 +151,12 @@ def _known_names(
     keys = sorted(set().union(*wanted.values())) if wanted else []
     if not keys:
         return known, taken
-    types = sorted(wanted)
-    own = session.execute(
-        select(Entity.type, Entity.key, Entity.id).where(
-            Entity.type.in_(types), Entity.key.in_(keys)
-        )
-    )
-    for type_, key, entity_id in own:
+    conn = core(session)
+    params = {"types": sorted(wanted), "keys": keys}
+    for type_, key, entity_id in conn.execute(_OWN_KEYS, params):
         if key in wanted[type_]:
             known[type_][key] = entity_id
-    aliases = session.execute(
-        select(EntityAlias.type, EntityAlias.key, EntityAlias.entity_id).where(
-            EntityAlias.type.in_(types), EntityAlias.key.in_(keys)
-        )
-    )
-    for type_, key, entity_id in aliases:
+    for type_, key, entity_id in conn.execute(_ALIAS_KEYS, params):
         if key in wanted[type_]:
             known[type_].setdefault(key, entity_id)
             taken[type_].add(key)
@@ -216,12 +204,37 @@ def _record_aliases(
         {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now}
         for (type, key), (entity_id, text) in sorted(wanted.items())
     ]
-    session.execute(insert_for(session, EntityAlias).on_conflict_do_nothing(), rows)
+    conn = core(session)
+    conn.execute(_ALIASES_INSERT.on(conn), rows)
 
 
 # Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
 _LINKS = cast(Table, ArticleEntity.__table__)
 _ENTITIES = cast(Table, Entity.__table__)
+_ALIASES = cast(Table, EntityAlias.__table__)
+_TYPES: BindParameter[str] = bindparam("types", expanding=True)
+_KEYS: BindParameter[str] = bindparam("keys", expanding=True)
+_OWN_KEYS = select(_ENTITIES.c.type, _ENTITIES.c.key, _ENTITIES.c.id).where(
+    _ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)
+)
+_ALIAS_KEYS = select(_ALIASES.c.type, _ALIASES.c.key, _ALIASES.c.entity_id).where(
+    _ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)
+)
+_NAMES = select(_ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type).where(
+    _ENTITIES.c.id.in_(bindparam("ids", expanding=True))
+)
+_ENTITY_ID = select(_ENTITIES.c.id).where(
+    _ENTITIES.c.type == bindparam("type"), _ENTITIES.c.key == bindparam("key")
+)
+_ENTITY_INSERT = Prepared(
+    lambda insert: insert(_ENTITIES).on_conflict_do_nothing().returning(_ENTITIES.c.id)
+)
+_ALIASES_INSERT = Prepared(lambda insert: insert(_ALIASES).on_conflict_do_nothing())
+_LINKS_INSERT = insert(_LINKS)
+_LINKS_OF = select(_LINKS.c.entity_id, _LINKS.c.mentions, _LINKS.c.first_offset).where(
+    _LINKS.c.article_id == bindparam("id")
+)
+_ARTICLE_LOCK = select(Article.__table__.c.id).where(Article.__table__.c.id == bindparam("id"))
 _COUNT_UPDATE = (
     update(_ENTITIES)
     .where(_ENTITIES.c.id == bindparam("eid"))
@@ -249,18 +262,15 @@ def _replace_links(
     article (inserted in this transaction) has no links yet: nothing to lock or read.
     """
     before: dict[int, tuple[int, int]] = {}
+    conn = core(session)
     if not fresh:
-        if session.get_bind().dialect.name != "sqlite":  # SQLite: the writer lock suffices
-            session.execute(select(Article.id).where(Article.id == article_id).with_for_update())
-        rows = session.execute(
-            select(_LINKS.c.entity_id, _LINKS.c.mentions, _LINKS.c.first_offset).where(
-                _LINKS.c.article_id == article_id
-            )
-        )
+        if conn.dialect.name != "sqlite":  # SQLite: the writer lock suffices
+            conn.execute(_ARTICLE_LOCK.with_for_update(), {"id": article_id})
+        rows = conn.execute(_LINKS_OF, {"id": article_id})
         before = {entity_id: (mentions, offset) for entity_id, mentions, offset in rows}
     removed = sorted(set(before) - set(links))
     if removed:
-        session.execute(
+        conn.execute(
             delete(_LINKS).where(_LINKS.c.article_id == article_id, _LINKS.c.entity_id.in_(removed))
         )
     added = [
@@ -274,20 +284,20 @@ def _replace_links(
         if i not in before
     ]
     if added:
-        session.execute(insert(_LINKS), added)
+        conn.execute(_LINKS_INSERT, added)
     changed = [
         {"aid": article_id, "eid": i, "m": k.mentions, "o": k.first_offset}
         for i, k in sorted(links.items())
         if i in before and before[i] != (k.mentions, k.first_offset)
     ]
     if changed:
-        session.execute(_LINK_UPDATE, changed)
+        conn.execute(_LINK_UPDATE, changed)
     # One statement, in entity id order (the lock order every writer uses): linked entities
     # were seen now, a removed one keeps its last sighting.
     moves: list[tuple[int, int, datetime | None]] = [(i, -1, None) for i in removed]
     moves += [(i, 0 if i in before else 1, now) for i in links]
     if moves:
-        session.execute(
+        conn.execute(
             _COUNT_UPDATE, [{"eid": i, "delta": d, "seen": t} for i, d, t in sorted(moves)]
         )
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from services.db.models import Event
+from services.db.upsert import core
 
 # pg_advisory_xact_lock key serialising event writers ("newsevt" in ASCII).
 EVENTS_LOCK_KEY = 0x6E657773657674
@@ -36,8 +37,14 @@ class EventRecord:
 
 def lock_events(session: Session) -> None:
     """Serialise event writers until this transaction ends (PostgreSQL; SQLite already is)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
+    conn = core(session)
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ADVISORY_LOCK, {"key": EVENTS_LOCK_KEY})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_EVENTS = cast(Table, Event.__table__)
+_EVENT_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 def add_event(
@@ -51,12 +58,11 @@ def add_event(
 ) -> int:
     """Append an event; its id orders it for subscribers and API cursors (see module doc)."""
     lock_events(session)
-    row = Event(
-        type=type, article_id=article_id, feed_id=feed_id, payload=payload or {}, created_at=now
-    )
-    session.add(row)
-    session.flush()
-    return row.id
+    row = {
+        "type": type, "article_id": article_id, "feed_id": feed_id, "payload": payload or {},
+        "created_at": now,
+    }  # fmt: skip
+    return int(core(session).execute(_EVENT_INSERT, row).scalar_one())
 
 
 def _record(row: Event) -> EventRecord:

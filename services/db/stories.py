@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from services.core import neardup
 from services.core.errors import NotFound
 from services.db.models import Article, ArticleBand, Story
+from services.db.upsert import core
 
 # pg_advisory_xact_lock key of the "find a duplicate, then insert" step ("newsdup" in ASCII).
 DEDUP_LOCK_KEY = 0x6E_65_77_73_64_75_70
@@ -75,21 +76,27 @@ def lock_dedup(session: Session) -> None:
     PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, the writer's
     ``BEGIN IMMEDIATE`` already holds the database's single write lock.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEDUP_LOCK_KEY})
+    conn = core(session)
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ADVISORY_LOCK, {"key": DEDUP_LOCK_KEY})
 
 
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_ARTICLES = cast(Table, Article.__table__)
 _BANDS = cast(Table, ArticleBand.__table__)
 _STORIES = cast(Table, Story.__table__)
+_BANDS_DELETE = delete(_BANDS).where(_BANDS.c.article_id == bindparam("id"))
+_BANDS_INSERT = insert(_BANDS)
 
 
 def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch | None) -> None:
     """Make the article's stored bands those of ``sketch`` (none for a short text)."""
-    session.execute(delete(_BANDS).where(_BANDS.c.article_id == article_id))
+    conn = core(session)
+    conn.execute(_BANDS_DELETE, {"id": article_id})
     if sketch is None:
         return
-    session.execute(
-        insert(_BANDS),
+    conn.execute(
+        _BANDS_INSERT,
         [
             {"article_id": article_id, "band": band, "value": value}
             for band, value in enumerate(sketch.bands)
@@ -157,6 +164,12 @@ def _band_hits_sql(bands: int) -> TextClause:
 
 
 _BAND_HITS = _band_hits_sql(neardup.BANDS)
+_DIGESTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash).where(
+    _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
+)
+_TEXTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash, _ARTICLES.c.text).where(
+    _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 def candidates(
@@ -176,18 +189,15 @@ def candidates(
     for band, value in enumerate(sketch.bands):
         params[f"b{band}"] = band
         params[f"v{band}"] = value
-    ids = list(session.scalars(_BAND_HITS, params))
+    conn = core(session)
+    ids = list(conn.scalars(_BAND_HITS, params))
     if not ids:
         return []
-    rows = session.execute(select(Article.id, Article.content_hash).where(Article.id.in_(ids)))
-    current = {article_id: digest for article_id, digest in rows}
+    current = {article_id: digest for article_id, digest in conn.execute(_DIGESTS, {"ids": ids})}
     found = {i: _SHINGLES.get(i, digest) for i, digest in current.items()}
     stale = [i for i, ids_ in found.items() if ids_ is None]
     if stale:
-        texts = session.execute(
-            select(Article.id, Article.content_hash, Article.text).where(Article.id.in_(stale))
-        )
-        for i, digest, body in texts:
+        for i, digest, body in conn.execute(_TEXTS, {"ids": stale}):
             found[i] = _SHINGLES.put(i, digest, neardup.shingles(body))
     return [(i, ids_) for i in ids if (ids_ := found.get(i)) is not None]
 
@@ -206,29 +216,43 @@ def find_similar(
     return neardup.best_match(sketch.shingles, found)
 
 
+_STORY_INSERT = insert(_STORIES).returning(_STORIES.c.id)
+_SET_STORY = (
+    update(_ARTICLES)
+    .where(_ARTICLES.c.id == bindparam("article"))
+    .values(story_id=bindparam("story"), updated_at=bindparam("now"))
+)
+_STORY_OF = select(_ARTICLES.c.story_id).where(_ARTICLES.c.id == bindparam("id"))
+_STORY_GROWS = (
+    update(_STORIES)
+    .where(_STORIES.c.id == bindparam("story"))
+    .values(article_count=_STORIES.c.article_count + 1, updated_at=bindparam("now"))
+)
+
+
 def start_story(session: Session, *, article_id: int, now: datetime) -> int:
     """A new story whose first member is ``article_id``."""
-    story_id = session.execute(
-        insert(_STORIES)
-        .values(article_count=1, first_article_id=article_id, created_at=now, updated_at=now)
-        .returning(_STORIES.c.id)
-    ).scalar_one()
-    session.execute(update(Article).where(Article.id == article_id).values(story_id=story_id))
-    return int(story_id)
+    conn = core(session)
+    story_id = int(
+        conn.execute(
+            _STORY_INSERT,
+            {"article_count": 1, "first_article_id": article_id, "created_at": now,
+             "updated_at": now},
+        ).scalar_one()
+    )  # fmt: skip
+    conn.execute(_SET_STORY, {"article": article_id, "story": story_id, "now": now})
+    return story_id
 
 
 def join_story(session: Session, *, article_id: int, like: int, now: datetime) -> int:
     """Put ``article_id`` in the story of article ``like`` (starting one if it has none)."""
-    story_id = session.scalar(select(Article.story_id).where(Article.id == like))
+    conn = core(session)
+    story_id = conn.scalar(_STORY_OF, {"id": like})
     if story_id is None:
         story_id = start_story(session, article_id=like, now=now)
-    session.execute(update(Article).where(Article.id == article_id).values(story_id=story_id))
-    session.execute(
-        update(Story)
-        .where(Story.id == story_id)
-        .values(article_count=Story.article_count + 1, updated_at=now)
-    )
-    return story_id
+    conn.execute(_SET_STORY, {"article": article_id, "story": story_id, "now": now})
+    conn.execute(_STORY_GROWS, {"story": story_id, "now": now})
+    return int(story_id)
 
 
 def story_ref(
