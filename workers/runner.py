@@ -84,6 +84,10 @@ class NewsdeskWorker(SimpleWorker):
     max_rss_mb: float = 0.0
     batch: int = 1
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._marked: set[str] = set()  # jobs of the batch in hand already marked started
+
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
 
@@ -96,6 +100,7 @@ class NewsdeskWorker(SimpleWorker):
         if len(jobs) > 1:
             for one in jobs:
                 self.prepare_job_execution(one, remove_from_intermediate_queue=True)
+                self._marked.add(one.id)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
@@ -111,6 +116,7 @@ class NewsdeskWorker(SimpleWorker):
         finally:
             done.set()
             beat.join()
+            self._marked.clear()
             if len(jobs) > 1:
                 current().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
@@ -118,6 +124,12 @@ class NewsdeskWorker(SimpleWorker):
             log.warning("worker.memory_limit rss_mb=%.0f limit_mb=%.0f; stopping for a restart",
                         rss, self.max_rss_mb)  # fmt: skip
             self._stop_requested = True
+
+    def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
+        if job.id in self._marked:  # done for the whole batch before its first job ran
+            self._marked.discard(job.id)
+            return
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
         """Up to ``batch - 1`` further jobs already waiting in ``queue`` (never blocks), when
