@@ -4,8 +4,10 @@ Routes: ``GET /v1/articles?limit=50``, the same filtered by a common entity, and
 query. Baselines measured in the same run: ``/healthz`` (the app's trivial JSON endpoint, the
 cost of HTTP, auth-free routing and the load generator) and a bare loop that runs each route's
 repository calls and JSON encoding in one thread without HTTP. The API runs as the real server
-(``newsdesk api`` subprocess, authentication and the Redis rate limit on) and a local aiohttp
-load generator keeps ``--clients`` requests in flight for ``--seconds`` per route. It also
+(``newsdesk api`` subprocess, authentication and the Redis rate limit on), once per count of
+server processes in ``--processes`` (1 and 2 by default: ``newsdesk api --processes N``), and
+a local aiohttp load generator keeps ``--clients`` requests in flight for ``--seconds`` per
+route. The load generator shares the machine's CPUs with the server processes. It also
 prints the query plan of every SQL statement each route runs and flags full scans of big
 tables.
 
@@ -13,7 +15,7 @@ The dataset is synthetic but made of real text: titles and paragraphs of the fee
 ``tests/data/feeds`` recombined, 1-2 sightings per article, entity links drawn from a Zipf
 distribution. The SQLite file is cached under the temp directory between runs.
 
-    python bench/api.py [--articles 100000] [--seconds 10] [--clients 50]
+    python bench/api.py [--articles 100000] [--seconds 10] [--clients 50] [--processes 1 2]
     DATABASE_URL=postgresql+psycopg://... REDIS_URL=redis://.../8 python bench/api.py
 """
 
@@ -178,6 +180,10 @@ def prepare(database_url: str | None, articles: int) -> str:
         if have != articles:
             print(f"building {articles:,} articles in {engine.url.render_as_string()}")
             with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # The dataset's rows refer to feeds and entities by ids counted from 1.
+                    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+                    conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
                 for table in reversed(Base.metadata.sorted_tables):
                     conn.execute(table.delete())
             build(engine, articles)
@@ -285,11 +291,30 @@ def _full_scan(step: str, *, sqlite: bool) -> bool:
 # --- the server and the load generator ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return own + sum(cpu_seconds(child) for child in children)
+
+
 @contextmanager
-def server(env: dict[str, str]) -> Iterator[str]:
-    """``newsdesk api`` as a subprocess; yields its base URL."""
+def server(env: dict[str, str], processes: int = 1) -> Iterator[Server]:
+    """``newsdesk api --processes N`` as a subprocess, once every process serves."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api"], cwd=REPO, env=os.environ | env,
+        [sys.executable, "-m", "services.cli", "api", "--processes", str(processes)],
+        cwd=REPO, env=os.environ | env,
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -298,7 +323,7 @@ def server(env: dict[str, str]) -> Iterator[str]:
         match = re.search(r"listening on (http://\S+)", line)
         if not match:
             raise RuntimeError(f"newsdesk api did not start: {line!r}")
-        yield match.group(1)
+        yield Server(match.group(1), proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -307,7 +332,7 @@ def server(env: dict[str, str]) -> Iterator[str]:
 async def load(base: str, path: str, token: str, *, clients: int, seconds: float) -> Json:
     """``clients`` loops each keeping one request in flight; latencies after a 1 s warm-up."""
     latencies: list[float] = []
-    errors = 0
+    errors = requests = 0
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(base, connector=connector, headers=headers) as http:
@@ -315,11 +340,12 @@ async def load(base: str, path: str, token: str, *, clients: int, seconds: float
         stop = warm_until + seconds
 
         async def client() -> None:
-            nonlocal errors
+            nonlocal errors, requests
             while (begun := time.perf_counter()) < stop:
                 async with http.get(path) as resp:
                     await resp.read()
                     ok = resp.status == 200
+                requests += 1
                 if begun >= warm_until:
                     latencies.append(time.perf_counter() - begun)
                     errors += not ok
@@ -331,7 +357,29 @@ async def load(base: str, path: str, token: str, *, clients: int, seconds: float
         "p50": statistics.median(latencies) * 1000,
         "p95": latencies[int(len(latencies) * 0.95)] * 1000,
         "errors": errors,
+        "requests": requests,  # warm-up included
     }
+
+
+def measure(
+    api: Server, token: str, routes: list[Route], bare: dict[str, float], args: Any
+) -> None:
+    """Load each route in turn and print its line: rates, latencies, ratio to the bare loop,
+    and the API's CPU time per request (all its processes; steadier than rates on a busy
+    machine)."""
+    print(f"{'route':<32} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'bare/s':>8} {'ratio':>6} "
+          f"{'cpu ms/req':>10}")  # fmt: skip
+    for route in routes:
+        before = cpu_seconds(api.pid)
+        got = asyncio.run(load(api.url, route.path, token, clients=args.clients,
+                               seconds=args.seconds))  # fmt: skip
+        cpu = (cpu_seconds(api.pid) - before) * 1000 / max(1, got["requests"])
+        rate = bare.get(route.name)
+        ratio = f"{got['rps'] / rate:.0%}" if rate else "-"
+        shown = f"{rate:8.0f}" if rate else f"{'-':>8}"
+        errors = f"  ({got['errors']} errors)" if got["errors"] else ""
+        print(f"{route.name:<32} {got['rps']:8.0f} {got['p50']:8.1f} {got['p95']:8.1f} "
+              f"{shown} {ratio:>6} {cpu:10.2f}{errors}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -341,6 +389,9 @@ def main() -> None:
     parser.add_argument("--bare-seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--query", default="coronavirus county", help="the full-text query")
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="API server processes, per run"
+    )
     args = parser.parse_args()
     database_url = prepare(os.environ.get("DATABASE_URL") or None, args.articles)
     with ExitStack() as stack:
@@ -358,20 +409,13 @@ def main() -> None:
             print(f"\nplans: {route.name}")
             print("\n".join(plans(engine, route)))
         bare = {r.name: bare_loop(engine, r, args.bare_seconds) for r in routes if r.work}
-        url = stack.enter_context(server(env))
-        print(f"\n{engine.dialect.name}, {args.articles:,} articles, {args.clients} clients, "
-              f"{args.seconds:.0f} s per route")  # fmt: skip
-        print(f"{'route':<32} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'bare/s':>8} {'ratio':>6}")
-        for route in routes:
-            got = asyncio.run(
-                load(url, route.path, token, clients=args.clients, seconds=args.seconds)
-            )
-            rate = bare.get(route.name)
-            ratio = f"{got['rps'] / rate:.0%}" if rate else "-"
-            shown = f"{rate:8.0f}" if rate else f"{'-':>8}"
-            errors = f"  ({got['errors']} errors)" if got["errors"] else ""
-            print(f"{route.name:<32} {got['rps']:8.0f} {got['p50']:8.1f} {got['p95']:8.1f} "
-                  f"{shown} {ratio:>6}{errors}", flush=True)  # fmt: skip
+        for processes in args.processes:
+            with server(env, processes) as api:
+                print(
+                    f"\n{engine.dialect.name}, {args.articles:,} articles, {args.clients} "
+                    f"clients, {processes} API process(es), {args.seconds:.0f} s per route"
+                )
+                measure(api, token, routes, bare, args)
         with engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM api_keys WHERE name = 'bench'")
 

@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("up", help="run everything with embedded defaults (SQLite + Redis)")
     sub.add_parser("migrate", help="apply database migrations")
-    sub.add_parser("api", help="serve the HTTP API")
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument(
+        "--processes", type=int, help="server processes (default: NEWSDESK_API_PROCESSES)"
+    )
     sub.add_parser("poller", help="poll feeds and the seeds folder, queue extraction jobs")
     worker = sub.add_parser("worker", help="run extraction workers")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "api":
             from services.api.server import run as run_api
 
+            if args.processes:
+                settings = settings.with_overrides(api_processes=max(1, args.processes))
             run_api(settings)
         elif args.command == "poller":
             from services.poller.service import run as run_poller

@@ -21,6 +21,8 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_SEEDS_DIR": "folder source ingested by the poller (empty: none)",
     "NEWSDESK_API_HOST": "address the API listens on",
     "NEWSDESK_API_PORT": "port the API listens on",
+    "NEWSDESK_API_PROCESSES": "API server processes started by `newsdesk api`, sharing the port "
+    "(`SO_REUSEPORT`, Linux); about one per CPU core",
     "NEWSDESK_WORKERS": "worker processes started by `newsdesk worker` and `newsdesk up`",
     "NEWSDESK_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "NEWSDESK_LOG_FORMAT": "text, json, or auto (text on a terminal, JSON otherwise)",
@@ -156,6 +158,7 @@ class Settings:
     seeds_dir: Path | None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_processes: int = 1
     workers: int = 2
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -223,6 +226,7 @@ class Settings:
             seeds_dir=None if seeds_raw is not None and not seeds_raw.strip() else seeds_dir,
             api_host=env.get("NEWSDESK_API_HOST", "").strip() or "127.0.0.1",
             api_port=_int(env, "NEWSDESK_API_PORT", 8080, minimum=0),
+            api_processes=_int(env, "NEWSDESK_API_PROCESSES", 1, minimum=1),
             workers=_int(env, "NEWSDESK_WORKERS", 2, minimum=1),
             log_level=level,
             log_format=_log_format(env),
@@ -289,6 +293,7 @@ class Settings:
             "NEWSDESK_SEEDS_DIR": str(self.seeds_dir) if self.seeds_dir else "",
             "NEWSDESK_API_HOST": self.api_host,
             "NEWSDESK_API_PORT": str(self.api_port),
+            "NEWSDESK_API_PROCESSES": str(self.api_processes),
             "NEWSDESK_WORKERS": str(self.workers),
             "NEWSDESK_LOG_LEVEL": self.log_level,
             "NEWSDESK_LOG_FORMAT": self.log_format,

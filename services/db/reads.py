@@ -7,9 +7,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Select, false, func, literal_column, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from services.core.entities import entity_key
@@ -144,6 +155,9 @@ def list_articles(
 ) -> Page[ArticleSummary]:
     """Articles newest first, ordered by ``(sort_at desc, id desc)``.
 
+    One statement reads the page with each article's feeds and URL. Statements are built
+    once per shape (which filters, which plan) and take every value as a bound parameter.
+
     Args:
         limit: page size.
         cursor: ``(sort_at, id)`` of the last article of the previous page.
@@ -152,28 +166,36 @@ def list_articles(
         feed_id: only articles that this feed carried.
         search: only articles the full-text query finds (still newest first).
     """
-    stmt = select(*_SUMMARY_COLUMNS).order_by(*_NEWEST_FIRST).limit(limit + 1)
-    if cursor is not None:
-        stmt = stmt.where(tuple_(Article.sort_at, Article.id) < cursor)
-    narrowing: list[Select[Any]] = []
-    for element in entity_ids or ():
+    dialect = session.get_bind().dialect.name
+    conn = session.connection()
+    values: dict[str, Any] = {"limit": limit + 1}
+    filters: list[tuple[str, int, str]] = []
+    for index, element in enumerate(entity_ids or ()):
         ids = [element] if isinstance(element, int) else list(element)
         if not ids:
-            stmt = stmt.where(false())
-            continue
-        narrowing.append(select(ArticleEntity.article_id).where(ArticleEntity.entity_id.in_(ids)))
+            return Page(items=(), more=False)
+        values[f"e{index}"] = ids
+        filters.append(("entity", index, ""))
     if feed_id is not None:
-        narrowing.append(select(Sighting.article_id).where(Sighting.feed_id == feed_id))
-    dialect = session.get_bind().dialect.name
-    for ids_query in narrowing:
-        stmt = stmt.where(_among(session, dialect, ids_query))
-    if search is not None and dialect == "sqlite":
-        fts = search_index.fts_ids(search)
-        stmt = stmt.where(_among(session, dialect, fts, probe_each=False))
-    elif search is not None:
-        stmt = stmt.where(search_index.vector_matches(search))
-    rows = list(session.execute(stmt))
-    return Page(items=tuple(_summaries(session, rows[:limit])), more=len(rows) > limit)
+        values["feed_id"] = feed_id
+        filters.append(("feed", 0, ""))
+    if search is not None:
+        values |= search_index.search_params(search, dialect)
+        filters.append(("search", 0, ""))
+    if dialect == "sqlite":
+        filters = [(kind, i, _sqlite_plan(conn, kind, i, values)) for kind, i, _ in filters]
+    if cursor is not None:
+        values["cursor_sort"], values["cursor_id"] = cursor
+    stmt = _page_statement(dialect, cursor is not None, tuple(filters))
+    rows = conn.execute(stmt, values).all()
+    items = tuple(
+        ArticleSummary(
+            id=r[0], title=r[1], url=r[2], published_at=r[3], sort_at=r[4], language=r[5],
+            summary=r[6], feed_ids=_id_tuple(r[7]),
+        )
+        for r in rows[:limit]
+    )  # fmt: skip
+    return Page(items=items, more=len(rows) > limit)
 
 
 # Up to this many articles a filter matches, a page reads them all by id and sorts them;
@@ -182,29 +204,94 @@ def list_articles(
 FEW_MATCHES = 2000
 
 
-def _among(
-    session: Session, dialect: str, ids_query: Select[Any], *, probe_each: bool = True
-) -> ColumnElement[bool]:
-    """``articles.id IN (ids_query)``, shaped so that SQLite picks the cheaper plan.
+def _matching_ids(kind: str, index: int) -> Select[Any]:
+    """The ids of the articles one filter keeps, its values left to bound parameters."""
+    if kind == "entity":
+        return select(ArticleEntity.article_id).where(
+            ArticleEntity.entity_id.in_(bindparam(f"e{index}", expanding=True))
+        )
+    if kind == "feed":
+        return select(Sighting.article_id).where(Sighting.feed_id == bindparam("feed_id"))
+    return search_index.fts_ids()
+
+
+@lru_cache(maxsize=16)
+def _probe_statement(kind: str, index: int) -> Select[Any]:
+    bounded: Select[Any] = _matching_ids(kind, index).with_only_columns(literal_column("1"))
+    return select(func.count()).select_from(bounded.limit(FEW_MATCHES + 1).subquery())
+
+
+def _sqlite_plan(conn: Connection, kind: str, index: int, values: Mapping[str, Any]) -> str:
+    """SQLite's plan for one filter, from a count of its matches that stops past FEW_MATCHES.
 
     SQLite has no statistics to tell a filter matching ten articles from one matching half
     of them, and always reads every match by id and sorts (a common entity: tens of
-    thousands of rows for a page of 50). So a bounded count (from the index alone) decides:
-    few matches keep that plan; more make the newest-first index lead, each article it
-    reaches checked by one index probe (a correlated EXISTS) or, with ``probe_each`` False
-    (FTS5, whose per-row lookups cost more than listing every match once), against the
-    matches listed once (``id + 0`` so that no index serves the IN). PostgreSQL plans from
-    its own statistics.
+    thousands of rows for a page of 50). Few matches keep that plan (``in``); more make the
+    newest-first index lead, each article it reaches checked by one index probe (``exists``)
+    or, for FTS5, whose per-row lookups cost more than listing every match once, against
+    the matches listed once (``scan``: ``id + 0`` so that no index serves the IN).
     """
-    if dialect != "sqlite":
-        return Article.id.in_(ids_query)
-    bounded: Select[Any] = ids_query.with_only_columns(literal_column("1")).limit(FEW_MATCHES + 1)
-    if (session.scalar(select(func.count()).select_from(bounded.subquery())) or 0) <= FEW_MATCHES:
-        return Article.id.in_(ids_query)
-    if not probe_each:
+    few = (conn.scalar(_probe_statement(kind, index), values) or 0) <= FEW_MATCHES
+    if few:
+        return "in"
+    return "scan" if kind == "search" else "exists"
+
+
+def _filter(dialect: str, kind: str, index: int, plan: str) -> ColumnElement[bool]:
+    if kind == "search" and dialect != "sqlite":
+        return search_index.vector_matches()
+    ids_query = _matching_ids(kind, index)
+    if plan == "scan":
         return (Article.id + 0).in_(ids_query)
-    (column,) = ids_query.selected_columns
-    return ids_query.where(column == Article.id).exists()
+    if plan == "exists":
+        (column,) = ids_query.selected_columns
+        return ids_query.where(column == Article.id).exists()
+    return Article.id.in_(ids_query)
+
+
+@lru_cache(maxsize=128)
+def _page_statement(
+    dialect: str, with_cursor: bool, filters: tuple[tuple[str, int, str], ...]
+) -> Select[Any]:
+    """A page of article summaries: the newest ``limit`` articles passing ``filters``, each
+    with its feed ids (aggregated) and its URL (canonical, else the first one seen)."""
+    inner = select(*_SUMMARY_COLUMNS).order_by(*_NEWEST_FIRST).limit(bindparam("limit"))
+    if with_cursor:
+        inner = inner.where(
+            tuple_(Article.sort_at, Article.id)
+            < tuple_(
+                bindparam("cursor_sort", type_=Article.sort_at.type),
+                bindparam("cursor_id", type_=Article.id.type),
+            )
+        )
+    for kind, index, plan in filters:
+        inner = inner.where(_filter(dialect, kind, index, plan))
+    page = inner.subquery("page")
+    if dialect == "sqlite":
+        feed_ids: ColumnElement[Any] = func.group_concat(Sighting.feed_id)
+    else:
+        feed_ids = func.array_agg(Sighting.feed_id)
+    feeds = select(feed_ids).where(Sighting.article_id == page.c.id).scalar_subquery()
+    first_url = (
+        select(ArticleUrl.url)
+        .where(ArticleUrl.article_id == page.c.id)
+        .order_by(ArticleUrl.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        page.c.id, page.c.title, func.coalesce(page.c.canonical_url, first_url),
+        page.c.published_at, page.c.sort_at, page.c.language, page.c.summary, feeds,
+    ).order_by(page.c.sort_at.desc(), page.c.id.desc())  # fmt: skip
+
+
+def _id_tuple(value: str | Sequence[int] | None) -> tuple[int, ...]:
+    """Sorted distinct ids from an aggregate: SQLite's ``group_concat`` text or an array."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return tuple(sorted({int(part) for part in value.split(",")}))
+    return tuple(sorted(set(value)))
 
 
 def get_article(session: Session, article_id: int) -> ArticleDetail:
@@ -263,6 +350,9 @@ def get_article(session: Session, article_id: int) -> ArticleDetail:
     )
 
 
+_ENTITY_BY_ID = select(Entity.id).where(Entity.id == bindparam("id"))
+
+
 def find_entity_ids(session: Session, ref: str) -> list[int]:
     """Entities a client reference denotes: an id, else every entity known by that name or alias.
 
@@ -271,7 +361,7 @@ def find_entity_ids(session: Session, ref: str) -> list[int]:
     """
     ref = ref.strip()
     if _DIGITS.fullmatch(ref):
-        found = session.scalar(select(Entity.id).where(Entity.id == int(ref)))
+        found = session.connection().scalar(_ENTITY_BY_ID, {"id": int(ref)})
         return [] if found is None else [found]
     return entity_store.find_entity_ids(session, ref)
 
