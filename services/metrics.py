@@ -143,13 +143,19 @@ class Recorder:
         try:
             pipe = self._client.pipeline(transaction=False)
             for field, value in pending.items():
-                if float(value).is_integer():
+                # A histogram's sum is a float in Redis once any increment was fractional, and
+                # HINCRBY refuses a float field: sums always go through HINCRBYFLOAT.
+                if float(value).is_integer() and not _is_sum(field):
                     pipe.hincrby(KEY, field, int(value))
                 else:
                     pipe.hincrbyfloat(KEY, field, value)
             pipe.execute()
         except Exception as exc:  # Redis down: the next flush tries again with new counts
             log.warning("metrics.flush_failed error=%s", type(exc).__name__)
+
+
+def _is_sum(field: str) -> bool:
+    return field.split("{", 1)[0].endswith("_sum")
 
 
 def _le(bound: float) -> str:

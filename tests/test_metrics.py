@@ -98,3 +98,22 @@ def test_flushes_inside_held_wait_for_the_end_of_the_block(settings: Settings) -
     rec.add("newsdesk_items_total", status="created")
     rec.flush()
     assert client.hget(KEY, field) == b"4"
+
+
+def test_a_whole_increment_to_a_fractional_sum_is_kept(settings: Settings) -> None:
+    """A histogram sum holds a float in Redis; a later whole-number increment must add to it
+    (HINCRBY would refuse the field and the flush would drop every count with it)."""
+    import redis
+
+    from services.metrics import KEY
+
+    client = redis.Redis.from_url(settings.redis_url)
+    rec = Recorder(client)
+    name = "newsdesk_webhook_latency_seconds"
+    rec.observe(name, 0.25, buckets=(1.0,), outcome="delivered")
+    rec.flush()
+    rec.observe(name, 1.0, buckets=(1.0,), outcome="delivered")  # a whole second
+    rec.flush()
+    stored = parse(render({k.decode(): float(v) for k, v in client.hgetall(KEY).items()}, []))
+    assert stored[sample(f"{name}_sum", {"outcome": "delivered"})] == pytest.approx(1.25)
+    assert stored[sample(f"{name}_count", {"outcome": "delivered"})] == 2

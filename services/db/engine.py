@@ -69,7 +69,10 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 @contextmanager
 def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A unit that only reads: on SQLite a deferred ``BEGIN`` even on a writer's engine, so
-    lookups take no write lock (PostgreSQL reads never lock)."""
+    lookups take no write lock (PostgreSQL reads never lock). An error rolls it back."""
     with factory() as session:
         session.connection(execution_options={READ_ONLY: True})
         yield session
+        # Ended with a commit: a rollback would make psycopg drop the statements it prepared
+        # in the transaction, so PostgreSQL would parse and plan them again next time.
+        session.commit()
