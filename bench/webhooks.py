@@ -9,7 +9,11 @@ answering 204 at once. For each subscription count it measures:
 - throughput: a burst of events, deliveries/s from the first commit to the last receipt. The
   burst commits ``--per-commit`` events a transaction (one a transaction caps the rate at
   what the bench itself can commit, about 180/s on PostgreSQL here); the line shows that
-  rate too ("events committed at").
+  rate too ("events committed at");
+- CPU per delivery during the burst, in ms: the delivery processes (supervisor and children,
+  user + system time from /proc) and the dispatcher, each divided by the burst's deliveries;
+  on a local PostgreSQL also its backends serving the bench's database (the bench's own
+  event inserts included).
 
     python bench/webhooks.py [--events 20] [--burst-deliveries 2000] [--workers 4]
                              [--per-commit 20]
@@ -30,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
+from rq import Worker
+from sqlalchemy import Engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -38,6 +44,7 @@ from services.config import Settings
 from services.db import events, subscriptions
 from services.db.engine import make_engine, session_factory, transaction
 from services.db.migrate import upgrade
+from services.queue import redis_client, webhook_queue
 from services.webhooks.filters import Filters
 from services.webhooks.signing import new_secret
 
@@ -67,6 +74,92 @@ class Receiver:
 
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(boot(), self.loop).result(10)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process ``root`` and every live descendant (/proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces: fields are counted after its closing ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += times.get(pid, 0.0)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def backend_seconds(engine: Engine) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to the engine's database, where
+    /proc shows them (a local server); empty on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        found = {}
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / TICKS
+        return found
+
+
+class CpuMeter:
+    """CPU seconds used by the role processes (and the database's backends) between
+    ``start()`` and ``stop()``."""
+
+    def __init__(self, roles: dict[str, int], engine: Engine) -> None:
+        self.roles = roles
+        self.engine = engine
+        self.started: dict[str, float] = {}
+        self.backends: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.started = {name: cpu_seconds(pid) for name, pid in self.roles.items()}
+        self.backends = backend_seconds(self.engine)
+
+    def stop(self) -> dict[str, float]:
+        used = {name: cpu_seconds(pid) - self.started[name] for name, pid in self.roles.items()}
+        backends = backend_seconds(self.engine)
+        if backends:
+            # A backend that ended meanwhile is missed; one that started is counted whole.
+            used["postgres"] = sum(t - self.backends.get(pid, 0.0) for pid, t in backends.items())
+        return used
+
+
+def wait_for_workers(settings: Settings, timeout: float = 120) -> None:
+    """Until every delivery process listens on the queue (spawning them takes seconds)."""
+    connection = redis_client(settings)
+    queue = webhook_queue(settings, connection)
+    deadline = time.monotonic() + timeout
+    while Worker.count(queue=queue) < settings.webhook_workers:
+        if time.monotonic() > deadline:
+            raise SystemExit("the delivery processes did not start")
+        time.sleep(0.2)
+    time.sleep(1)  # the dispatcher's first ticks
+    connection.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -100,7 +193,9 @@ def wait_for(receiver: Receiver, expected: set[tuple[str, str]], timeout: float)
         time.sleep(0.005)
 
 
-def run_round(db: object, receiver: Receiver, subs: int, args: argparse.Namespace) -> str:
+def run_round(
+    db: object, receiver: Receiver, subs: int, args: argparse.Namespace, meter: CpuMeter
+) -> str:
     with transaction(db) as s:  # type: ignore[arg-type]
         for i in range(subs):
             subscriptions.create_subscription(
@@ -117,6 +212,7 @@ def run_round(db: object, receiver: Receiver, subs: int, args: argparse.Namespac
         latencies += [receiver.arrivals[k] - committed for k in expected]
         time.sleep(0.05)
     count = max(1, args.burst_deliveries // subs)
+    meter.start()
     started = time.time()
     expected = set()
     for n in range(0, count, args.per_commit):
@@ -125,6 +221,8 @@ def run_round(db: object, receiver: Receiver, subs: int, args: argparse.Namespac
     produced = count / max(committed - started, 1e-6)
     wait_for(receiver, expected, 300)
     last = max(receiver.arrivals[k] for k in expected)
+    time.sleep(0.5)  # the last results are recorded after their receipt
+    cpu = meter.stop()
     rate = len(expected) / (last - started)
     with transaction(db) as s:  # type: ignore[arg-type]
         for sub in subscriptions.list_subscriptions(s, after_id=0, limit=1000):
@@ -134,7 +232,8 @@ def run_round(db: object, receiver: Receiver, subs: int, args: argparse.Namespac
         f"{subs:>4} subscriptions  latency p50 {statistics.median(ms):6.1f} ms  "
         f"p95 {pct(ms, 0.95):6.1f} ms  max {max(ms):6.1f} ms  (n={len(ms)})  "
         f"burst {len(expected)} deliveries: {rate:6.0f}/s "
-        f"(events committed at {produced:.0f}/s)"
+        f"(events committed at {produced:.0f}/s)  CPU ms/delivery: "
+        + "  ".join(f"{name} {cpu[name] * 1000 / len(expected):.2f}" for name in cpu)
     )
 
 
@@ -162,21 +261,22 @@ def main() -> None:
         receiver = Receiver()
         receiver.start()
         child_env = os.environ | env
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "services.cli", role], env=child_env)
+        procs = {
+            role: subprocess.Popen([sys.executable, "-m", "services.cli", role], env=child_env)
             for role in ("dispatcher", "deliver")
-        ]
+        }
+        meter = CpuMeter({role: proc.pid for role, proc in procs.items()}, engine)
         try:
-            time.sleep(3)  # processes import and connect
+            wait_for_workers(settings)
             print(f"workers={args.workers} tick={settings.webhook_tick}s "
                   f"concurrency/subscription={settings.webhook_concurrency} "
                   f"database={settings.database_url.split(':')[0]}")  # fmt: skip
             for size in (int(s) for s in args.sizes.split(",")):
-                print(run_round(db, receiver, size, args), flush=True)
+                print(run_round(db, receiver, size, args, meter), flush=True)
         finally:
-            for proc in procs:
+            for proc in procs.values():
                 proc.terminate()
-            for proc in procs:
+            for proc in procs.values():
                 proc.wait(30)
             engine.dispose()
 

@@ -1,13 +1,14 @@
 """`newsdesk deliver`: webhook delivery processes (no spaCy model), and the rq job they run.
 
-Each process runs rq's SimpleWorker on the webhook queue and keeps one event loop and one
-HTTP session (connections to subscribers stay open between deliveries). A job carries a batch
-of leased deliveries and POSTs them concurrently. Results are recorded in groups, one
-transaction each (what finished together, or within ``RECORD_WINDOW`` of the first), and in
-the same transaction the subscriptions' next due deliveries are leased: while no other job
-waits on the queue the process sends them itself, otherwise it queues them as a new job. So
-a backlog drains at the subscribers' pace, not at the dispatcher's tick, and rq's per-job
-cost is paid once per batch, not once per delivery.
+Each process runs rq's SimpleWorker on the webhook queue and keeps one event loop, one
+HTTP session (connections to subscribers stay open between deliveries) and the bodies of
+recent events (an event's body is built once, however many subscribers it goes to). A job
+carries a batch of leased deliveries and POSTs them concurrently. Results are recorded in
+groups, one transaction each (what finished together, or within ``RECORD_WINDOW`` of the
+first), and in the same transaction the subscriptions' next due deliveries are leased: while
+no other job waits on the queue the process sends them itself, otherwise it queues them as a
+new job. So a backlog drains at the subscribers' pace, not at the dispatcher's tick, and rq's
+per-job cost is paid once per batch, not once per delivery.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from services.logs import setup_logging
 from services.metrics import Recorder
 from services.queue import enqueue_deliveries, redis_client, webhook_queue
 from services.webhooks.dispatcher import policy
-from services.webhooks.payload import body
+from services.webhooks.payload import Bodies
 from services.webhooks.schedule import AttemptResult
 from services.webhooks.sender import Sender
 
@@ -49,8 +50,11 @@ RECORD_WINDOW = 0.05
 # so it ends well within its rq timeout (the subscriber's timeout + DELIVER_GRACE) and within
 # a stopping worker's grace period; a longer backlog continues in a new job.
 CHAIN_SECONDS = 2.0
-# How often a job looks whether other jobs wait (then it queues its follow-ups behind them).
-QUEUE_LOOK_SECONDS = 0.1
+# How often a job looks whether other jobs wait (then it queues its follow-ups behind them);
+# a Redis round trip each time, and a job chains for CHAIN_SECONDS at most anyway.
+QUEUE_LOOK_SECONDS = 0.5
+# Counters are added to Redis at most this often while a job runs, and when it ends.
+METRICS_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -68,8 +72,22 @@ class DeliverContext:
     queue: Queue
     loop: asyncio.AbstractEventLoop
     sender: Sender
+    bodies: Bodies
     rng: random.Random = field(default_factory=random.Random)
     metrics: Recorder = field(default_factory=lambda: Recorder(None))
+    flushed: float = 0.0  # time.monotonic() of the last metrics flush
+
+    def flush_metrics(self, *, force: bool = False) -> None:
+        clock = time.monotonic()
+        if force or clock - self.flushed >= METRICS_SECONDS:
+            self.metrics.flush()
+            self.flushed = clock
+
+    def read_bodies(self, session: Session, tasks: Sequence[SendTask]) -> None:
+        """Build the bodies of ``tasks``' events that are not kept yet."""
+        missing = self.bodies.missing(task.event_id for task in tasks)
+        for event in leases.event_rows(session, missing):
+            self.bodies.add(event.id, event.type, event.created_at, event.payload)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.sender.__aexit__(None, None, None))
@@ -95,7 +113,7 @@ def build_context(settings: Settings, connection: redis.Redis) -> DeliverContext
     return DeliverContext(
         settings=settings, sessions=sessions,
         queue=webhook_queue(settings, connection), loop=loop, sender=sender,
-        metrics=Recorder(connection),
+        bodies=Bodies(public_url=settings.public_url), metrics=Recorder(connection),
     )  # fmt: skip
 
 
@@ -121,7 +139,11 @@ def deliver_batch(leased: list[list[int]]) -> dict[str, int]:
     pairs = [(int(d), int(t)) for d, t in leased]
     with reading(ctx.sessions) as session:
         tasks = leases.send_tasks(session, leased=pairs, now=utc_now())
-    outcomes = ctx.run(_pump(ctx, tasks))
+        ctx.read_bodies(session, tasks)
+    try:
+        outcomes = ctx.run(_pump(ctx, tasks))
+    finally:
+        ctx.flush_metrics(force=True)
     outcomes["stale"] = outcomes.get("stale", 0) + len(pairs) - len(tasks)
     return outcomes
 
@@ -160,13 +182,10 @@ async def _pump(ctx: DeliverContext, tasks: Sequence[SendTask]) -> dict[str, int
 
 
 async def _post(ctx: DeliverContext, task: SendTask) -> AttemptResult:
-    document = body(
-        task.event_type, task.event_created_at, task.payload, public_url=ctx.settings.public_url
-    )
     try:
         return await ctx.sender.send(
-            task.url, msg_id=str(task.event_id), body=document, secrets=task.secrets,
-            now=utc_now(),
+            task.url, msg_id=str(task.event_id), body=ctx.bodies[task.event_id],
+            secrets=task.secrets, now=utc_now(),
         )  # fmt: skip
     except Exception as exc:
         # A fault of ours, not the subscriber's: logged, and recorded as a failed attempt so
@@ -187,23 +206,21 @@ def _record(
     """Record ``finished`` and lease what follows for their subscriptions, in one
     transaction; returns the tasks to send now (``chain``), else queues them as a job."""
     rules = policy(ctx.settings)
-    outcomes = [Outcome(t.delivery_id, t.token, t.subscription_id, r) for t, r in finished]
-    subscribers = {t.subscription_id for t, _ in finished}
+    outcomes = [
+        Outcome(t.delivery_id, t.token, t.subscription_id, r, t.attempts) for t, r in finished
+    ]
     with transaction(ctx.sessions) as session:
-        now = utc_now()
-        verdicts = leases.record_attempts(
-            session, outcomes=outcomes, now=now, policy=rules, rng=ctx.rng
+        settled = leases.settle(
+            session, outcomes=outcomes, now=utc_now(), policy=rules, rng=ctx.rng, limit=capacity
         )
-        following = leases.hand_out(
-            session, now=now, policy=rules, limit=capacity, subscription_ids=subscribers
-        )
-        tasks = leases.send_tasks(session, leased=following, now=now) if chain else []
+        if chain:
+            ctx.read_bodies(session, settled.tasks)
     if not chain:
         enqueue_deliveries(
-            ctx.queue, following, timeout=ctx.settings.webhook_timeout,
+            ctx.queue, settled.leased, timeout=ctx.settings.webhook_timeout,
             batch=ctx.settings.webhook_batch,
         )  # fmt: skip
-    for (task, result), verdict in zip(finished, verdicts, strict=True):
+    for (task, result), verdict in zip(finished, settled.verdicts, strict=True):
         outcome = "stale" if verdict is None else verdict.status
         counts[outcome] = counts.get(outcome, 0) + 1
         ctx.metrics.add("newsdesk_webhook_deliveries_total", outcome=outcome)
@@ -213,8 +230,8 @@ def _record(
             "status=%s error=%s ms=%d", task.delivery_id, task.event_id, task.subscription_id,
             outcome, result.status_code, result.error_code or "-", result.latency_ms,
         )  # fmt: skip
-    ctx.metrics.flush()
-    return tasks
+    ctx.flush_metrics()
+    return settled.tasks if chain else []
 
 
 def make_worker(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.core.errors import Conflict, NotFound
 from services.db import subscriptions
-from services.db.leases import DUE_STATUSES
+from services.db.lease_statements import DUE_STATUSES
 from services.db.models import Delivery, DeliveryAttempt, Event, Subscription
 
 # pg_advisory_xact_lock key: one fan-out at a time across dispatchers.

@@ -1,22 +1,63 @@
-"""Fan-out: events past the dispatcher's cursor become one delivery per matching subscription."""
+"""Fan-out: events past the dispatcher's cursor become one delivery per matching subscription.
+
+Run by the dispatcher at every tick, so the statements it repeats are built once (Core,
+bound parameters) and the deliveries are inserted as one executemany.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, bindparam, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.db import subscriptions
+from services.db import lease_statements, subscriptions
 from services.db.deliveries import FANOUT_LOCK_KEY, lock
 from services.db.entities import find_entity_ids
 from services.db.events import EventRecord, events_after
-from services.db.models import Article, Delivery, WebhookCursor
-from services.db.upsert import insert_for, insert_ignore
+from services.db.models import Article, Delivery, Event, WebhookCursor
+from services.db.upsert import insert_ignore
 from services.webhooks.filters import ARTICLE_TYPES, Candidate, matches
 from services.webhooks.schedule import first_attempt_at
+
+D = cast(Table, Delivery.__table__)
+C = cast(Table, WebhookCursor.__table__)
+
+_READ_CURSOR = select(C.c.last_event_id).where(C.c.id == 1)
+_E = cast(Table, Event.__table__)
+# Whether a tick has anything to do: events past the cursor, or deliveries due.
+_WORK = select(
+    exists().where(_E.c.id > func.coalesce(_READ_CURSOR.scalar_subquery(), 0)),
+    exists().where(lease_statements.due(lease_statements.NOW)),
+)
+_MOVE_CURSOR = (
+    update(C)
+    .where(C.c.id == 1)
+    .values(last_event_id=bindparam("last"), updated_at=bindparam("now"))
+)
+# (event, subscription) is unique: a repeated fan-out inserts nothing twice.
+_ADD_DELIVERIES = {
+    "postgresql": postgresql.insert(D).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(D).on_conflict_do_nothing(),
+}
+
+
+def _cursor(conn: Connection, session: Session, now: datetime) -> int:
+    found = conn.execute(_READ_CURSOR).scalar()
+    if found is None:
+        insert_ignore(session, WebhookCursor, {"id": 1, "last_event_id": 0, "updated_at": now})
+        found = conn.execute(_READ_CURSOR).scalar_one()
+    return int(found)
+
+
+def work_waiting(session: Session, *, now: datetime) -> bool:
+    """Whether there are events to fan out or deliveries to hand out (one cheap read, so
+    that an idle dispatcher's tick takes no lock and writes nothing)."""
+    fresh, due = session.connection().execute(_WORK, {"now": now}).one()
+    return bool(fresh or due)
 
 
 def fan_out(session: Session, *, now: datetime, schedule: Sequence[float], limit: int) -> int:
@@ -26,17 +67,15 @@ def fan_out(session: Session, *, now: datetime, schedule: Sequence[float], limit
     unique, so a repeated fan-out creates nothing twice.
     """
     lock(session, FANOUT_LOCK_KEY)
-    insert_ignore(session, WebhookCursor, {"id": 1, "last_event_id": 0, "updated_at": now})
-    cursor = session.get(WebhookCursor, 1, populate_existing=True)
-    assert cursor is not None
-    found = events_after(session, after=cursor.last_event_id, limit=limit)
+    conn = session.connection()
+    found = events_after(session, after=_cursor(conn, session, now), limit=limit)
     if not found:
         return 0
     subs = subscriptions.enabled_subscriptions(session)
     rows = _matching(session, found, subs, due=first_attempt_at(schedule, now), now=now)
     if rows:
-        session.execute(insert_for(session, Delivery).values(rows).on_conflict_do_nothing())
-    cursor.last_event_id, cursor.updated_at = found[-1].id, now
+        conn.execute(_ADD_DELIVERIES[conn.dialect.name], rows)
+    conn.execute(_MOVE_CURSOR, {"last": found[-1].id, "now": now})
     return len(found)
 
 

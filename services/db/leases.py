@@ -1,8 +1,9 @@
 """Delivery leases: hand-out of due deliveries, what to send for them, and attempt results.
 
 The write side of webhook delivery, run by the dispatcher and by every delivery worker many
-times a second, so its statements are built once (Core, bound parameters) and each call only
-executes them. A delivery is due when its ``next_attempt_at`` has passed and it is
+times a second; its statements are built once (``services.db.lease_statements``), and a
+worker records a group of results and leases what follows in a handful of round trips
+(``settle``). A delivery is due when its ``next_attempt_at`` has passed and it is
 ``pending``, ``failed`` (a retry) or ``delivering`` past its lease (the job was lost: a
 flushed Redis, a killed worker). A hand-out bumps the delivery's ``token``; a result carrying
 an older token is stale and changes nothing but the attempt log.
@@ -17,37 +18,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import (
-    CompoundSelect,
-    Table,
-    and_,
-    bindparam,
-    func,
-    insert,
-    select,
-    true,
-    union_all,
-    update,
-)
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
 
+from services.db import lease_statements as sql
 from services.db import subscriptions
-from services.db.models import Delivery, DeliveryAttempt, Event, Subscription
+from services.db.lease_statements import D
 from services.webhooks.schedule import AttemptResult, Verdict, judge
 
-DUE_STATUSES = ("pending", "failed", "delivering")
 UNION_CHUNK = 200  # subscriptions per hand-out query (SQLite allows 500 compound terms)
-
-D = cast(Table, Delivery.__table__)
-S = cast(Table, Subscription.__table__)
-E = cast(Table, Event.__table__)
-A = cast(Table, DeliveryAttempt.__table__)
 
 
 @dataclass(frozen=True)
@@ -71,17 +54,51 @@ class Lease(NamedTuple):
 
 @dataclass(frozen=True)
 class SendTask:
-    """Everything a worker needs to POST one delivery."""
+    """Where and how to POST one delivery; the event itself is ``event_rows(event_id)``
+    (events never change, so a worker keeps their bodies rather than reading them again)."""
 
     delivery_id: int
     token: int
     subscription_id: int
     url: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = field(repr=False)
     event_id: int
-    event_type: str
-    event_created_at: datetime
+    attempts: int  # made before this one
+
+
+class EventRow(NamedTuple):
+    """A stored event, as a webhook body is built from it."""
+
+    id: int
+    type: str
+    created_at: datetime
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What ``settle`` did: a verdict per outcome (None: stale), and the subscriptions' next
+    deliveries it leased, as leases (to queue) and as tasks (to send at once)."""
+
+    verdicts: list[Verdict | None]
+    leased: list[Lease]
+    tasks: list[SendTask]
+
+
+class _Held(NamedTuple):
+    """A locked, enabled subscription: its failure streak and what signing needs."""
+
+    failing_since: datetime | None
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_until: datetime | None
+
+    def secrets(self, now: datetime) -> tuple[str, ...]:
+        previous, until = self.previous_secret, self.previous_until
+        if previous is not None and until is not None and now < until:
+            return (self.secret, previous)
+        return (self.secret,)
 
 
 @dataclass(frozen=True)
@@ -92,103 +109,16 @@ class Outcome:
     token: int
     subscription_id: int
     result: AttemptResult
-
-
-def _due(now: Any) -> Any:
-    return and_(D.c.status.in_(DUE_STATUSES), D.c.next_attempt_at <= now)
-
-
-_NOW = bindparam("now", type_=D.c.next_attempt_at.type)
-_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-
-# Enabled subscriptions, row-locked in id order (see the module docstring).
-_LOCK = (
-    select(S.c.id, S.c.failing_since)
-    .where(S.c.id.in_(_IDS), S.c.enabled == true())
-    .order_by(S.c.id)
-    .with_for_update()
-)
-_LOCK_SKIP = _LOCK.with_for_update(skip_locked=True)
-_DUE_SUBSCRIPTIONS = select(D.c.subscription_id).where(_due(_NOW)).distinct()
-_IN_FLIGHT = (
-    select(D.c.subscription_id, func.count())
-    .where(D.c.subscription_id.in_(_IDS), D.c.status == "delivering", D.c.next_attempt_at > _NOW)
-    .group_by(D.c.subscription_id)
-)
-# The due condition again: a delivery changed since it was chosen (a redelivery) is left.
-_LEASE = (
-    update(D)
-    .where(D.c.id.in_(_IDS), _due(_NOW))
-    .values(
-        status="delivering",
-        token=D.c.token + 1,
-        updated_at=_NOW,
-        next_attempt_at=bindparam("until", type_=D.c.next_attempt_at.type),
-    )
-    .returning(D.c.id, D.c.token, D.c.subscription_id)
-)
-_TASKS = (
-    select(
-        D.c.id, D.c.token, D.c.status, S.c.id, S.c.url, S.c.enabled, S.c.secret,
-        S.c.previous_secret, S.c.previous_secret_expires_at, E.c.id, E.c.type, E.c.created_at,
-        E.c.payload,
-    )
-    .select_from(D.join(S, S.c.id == D.c.subscription_id).join(E, E.c.id == D.c.event_id))
-    .where(D.c.id.in_(_IDS))
-    .order_by(D.c.id)
-)  # fmt: skip
-_CURRENT = (
-    select(D.c.id, D.c.token, D.c.status, D.c.attempts)
-    .where(D.c.id.in_(_IDS))
-    .order_by(D.c.id)
-    .with_for_update()
-)
-_LOG = insert(A)
-_MOVE = (
-    update(D)
-    .where(D.c.id == bindparam("b_id"))
-    .values(
-        {
-            name: bindparam(f"b_{name}", type_=D.c[name].type)
-            for name in (
-                "attempts", "status", "next_attempt_at", "last_attempt_at", "updated_at",
-                "last_status_code", "last_latency_ms", "last_error_code", "last_error_detail",
-                "response_excerpt",
-            )
-        }
-        # A failure keeps the time of an earlier success (a redelivered delivery).
-        | {"delivered_at": func.coalesce(bindparam("b_delivered_at", type_=D.c.delivered_at.type),
-                                         D.c.delivered_at)}
-    )
-)  # fmt: skip
-_STREAK = (
-    update(S)
-    .where(S.c.id == bindparam("b_id"))
-    .values(failing_since=bindparam("b_since", type_=S.c.failing_since.type))
-)
-
-
-@lru_cache(maxsize=64)
-def _next_due_query(parts: int) -> CompoundSelect[int, datetime, int]:
-    """Up to ``n{i}`` due deliveries of subscription ``s{i}`` for each ``i < parts``: one
-    short index range each (``ix_deliveries_subscription_due``), however long the backlog."""
-    queries = []
-    for i in range(parts):
-        one = (
-            select(D.c.subscription_id, D.c.next_attempt_at, D.c.id)
-            .where(D.c.subscription_id == bindparam(f"s{i}"), _due(_NOW))
-            .order_by(D.c.next_attempt_at, D.c.id)
-            .limit(bindparam(f"n{i}"))
-            .subquery()
-        )
-        queries.append(select(*one.c))
-    return union_all(*queries)
+    # Attempts made before this one, as leased (``SendTask.attempts``): with it, PostgreSQL
+    # checks the lease and moves the delivery in one statement.
+    attempts: int | None = None
 
 
 def _lock_subscriptions(
     session: Session, ids: Iterable[int], *, skip_locked: bool
-) -> dict[int, datetime | None]:
-    """Lock the enabled subscriptions among ``ids``; returns each one's failure streak start.
+) -> dict[int, _Held]:
+    """Lock the enabled subscriptions among ``ids``; returns each one's failure streak start
+    and signing details.
 
     ``skip_locked`` passes over rows another transaction holds (a worker recording results
     for them hands out their next deliveries itself).
@@ -196,8 +126,8 @@ def _lock_subscriptions(
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = session.connection().execute(_LOCK_SKIP if skip_locked else _LOCK, {"ids": wanted})
-    return {int(i): since for i, since in rows}
+    rows = session.connection().execute(sql.LOCK_SKIP if skip_locked else sql.LOCK, {"ids": wanted})
+    return {int(i): _Held(*rest) for i, *rest in rows}
 
 
 # -- hand-out ----------------------------------------------------------------------------------
@@ -221,16 +151,40 @@ def hand_out(
     """
     if limit <= 0:
         return []
-    conn = session.connection()
     if subscription_ids is None:
-        due = conn.execute(_DUE_SUBSCRIPTIONS, {"now": now}).scalars()
+        due = session.connection().execute(sql.DUE_SUBSCRIPTIONS, {"now": now}).scalars()
         subs = _lock_subscriptions(session, due, skip_locked=True)
     else:
         subs = _lock_subscriptions(session, subscription_ids, skip_locked=False)
-    if not subs:
+    return [Lease(*row[:3]) for row in _lease(session, subs, now=now, policy=policy, limit=limit)]
+
+
+_Leased = tuple[int, int, int, int, int]
+
+
+def _lease(
+    session: Session, subs: Collection[int], *, now: datetime, policy: Policy, limit: int
+) -> list[_Leased]:
+    """Lease due deliveries of the locked subscriptions ``subs`` (see ``hand_out``); returns
+    ``(delivery id, token, subscription id, event id, attempts)`` in delivery id order."""
+    if limit <= 0 or not subs:
         return []
+    conn = session.connection()
+    until = now + timedelta(seconds=policy.lease)
+    params: dict[str, Any] = {"now": now, "until": until}
+    rows: list[Any] = []
+    if len(subs) * policy.concurrency <= limit:
+        # Everything they have room for fits: one statement per chunk of subscriptions.
+        wanted = sorted(subs)
+        for start in range(0, len(wanted), UNION_CHUNK):
+            chunk = wanted[start : start + UNION_CHUNK]
+            query = sql.lease_all_query(len(chunk), conn.dialect.name)
+            chunk_params = params | {"concurrency": policy.concurrency}
+            chunk_params |= {f"s{i}": sub_id for i, sub_id in enumerate(chunk)}
+            rows.extend(conn.execute(query, chunk_params).tuples())
+        return sorted((int(i), int(t), int(s), int(e), int(a)) for i, t, s, e, a in rows)
     in_flight = {
-        int(s): int(n) for s, n in conn.execute(_IN_FLIGHT, {"ids": list(subs), "now": now})
+        int(s): int(n) for s, n in conn.execute(sql.IN_FLIGHT, {"ids": list(subs), "now": now})
     }
     room = {s: policy.concurrency - in_flight.get(s, 0) for s in subs}
     # Round-robin over subscriptions (every one's first due, then every one's second...).
@@ -242,9 +196,8 @@ def hand_out(
     chosen = [delivery_id for _, delivery_id in ranked[:limit]]
     if not chosen:
         return []
-    until = now + timedelta(seconds=policy.lease)
-    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": until})
-    return sorted(Lease(int(i), int(t), int(s)) for i, t, s in leased)
+    leased = conn.execute(sql.LEASE, params | {"ids": chosen})
+    return sorted((int(i), int(t), int(s), int(e), int(a)) for i, t, s, e, a in leased)
 
 
 def _next_due(session: Session, room: dict[int, int], *, now: datetime) -> dict[int, list[int]]:
@@ -256,7 +209,7 @@ def _next_due(session: Session, room: dict[int, int], *, now: datetime) -> dict[
         params: dict[str, Any] = {"now": now}
         for i, (sub_id, n) in enumerate(chunk):
             params[f"s{i}"], params[f"n{i}"] = sub_id, n
-        found = session.connection().execute(_next_due_query(len(chunk)), params)
+        found = session.connection().execute(sql.next_due_query(len(chunk)), params)
         rows.extend((int(s), at, int(i)) for s, at, i in found)
     by_subscription: dict[int, list[int]] = {}
     for sub_id, _, delivery_id in sorted(rows):
@@ -277,23 +230,45 @@ def send_tasks(
     if not tokens:
         return []
     tasks = []
-    for row in session.connection().execute(_TASKS, {"ids": list(tokens)}):
-        d_id, token, status, s_id, url, enabled, secret, previous, until, *event = row
+    for row in session.connection().execute(sql.TASKS, {"ids": list(tokens)}):
+        d_id, token, status, event_id, attempts, s_id, url, enabled, *signing = row
         if token != tokens[d_id] or status != "delivering" or not enabled:
             continue
-        rotating = previous is not None and until is not None and now < until
-        e_id, e_type, e_created, e_payload = event
-        tasks.append(
-            SendTask(
-                delivery_id=d_id, token=token, subscription_id=s_id, url=url,
-                secrets=(secret, previous) if rotating else (secret,), event_id=e_id,
-                event_type=e_type, event_created_at=e_created, payload=dict(e_payload or {}),
-            )
-        )  # fmt: skip
+        held = _Held(None, url, *signing)
+        tasks.append(SendTask(d_id, token, s_id, url, held.secrets(now), event_id, attempts))
     return tasks
 
 
+def event_rows(session: Session, ids: Iterable[int]) -> list[EventRow]:
+    """The stored events ``ids`` (those that exist), to build webhook bodies from."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    rows = session.connection().execute(sql.EVENTS, {"ids": wanted})
+    return [EventRow(int(i), t, at, dict(payload or {})) for i, t, at, payload in rows]
+
+
 # -- results -----------------------------------------------------------------------------------
+
+
+def settle(
+    session: Session,
+    *,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    policy: Policy,
+    rng: random.Random,
+    limit: int,
+) -> Settled:
+    """``record_attempts``, then lease up to ``limit`` of the same subscriptions' next due
+    deliveries (``hand_out``), under the row locks the recording took."""
+    verdicts, held = _record(session, outcomes=outcomes, now=now, policy=policy, rng=rng)
+    leased = _lease(session, held, now=now, policy=policy, limit=limit)
+    tasks = [
+        SendTask(d_id, token, s_id, held[s_id].url, held[s_id].secrets(now), event_id, attempts)
+        for d_id, token, s_id, event_id, attempts in leased
+    ]
+    return Settled(verdicts, [Lease(d, t, s) for d, t, s, _, _ in leased], tasks)
 
 
 def record_attempts(
@@ -311,38 +286,85 @@ def record_attempts(
     success ends the subscription's failure streak; a 410 disables the subscription, and so
     does a failure when the streak is older than ``policy.disable_after``.
     """
+    return _record(session, outcomes=outcomes, now=now, policy=policy, rng=rng)[0]
+
+
+def _record(
+    session: Session,
+    *,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    policy: Policy,
+    rng: random.Random,
+) -> tuple[list[Verdict | None], dict[int, _Held]]:
+    """``record_attempts``; also returns the subscriptions it locked that are still enabled."""
     if not outcomes:
-        return []
+        return [], {}
     conn = session.connection()
     # Disabled subscriptions are left out: their open deliveries are dead, so stale here.
-    streaks = _lock_subscriptions(session, (o.subscription_id for o in outcomes), skip_locked=False)
-    before = dict(streaks)
-    ids = sorted({o.delivery_id for o in outcomes})
-    current = {int(row[0]): tuple(row[1:]) for row in conn.execute(_CURRENT, {"ids": ids})}
-    # A delivery deleted meanwhile (with its subscription) has no log to add to.
-    logged = [_attempt_row(o, now) for o in outcomes if o.delivery_id in current]
-    if logged:
-        conn.execute(_LOG, logged)
+    held = _lock_subscriptions(session, (o.subscription_id for o in outcomes), skip_locked=False)
+    checked = _checkable(conn, outcomes)
+    if checked:
+        # Each delivery as its lease left it; the write moves only those still so.
+        current = {o.delivery_id: (o.token, "delivering", o.attempts or 0) for o in outcomes}
+    else:
+        ids = sorted({o.delivery_id for o in outcomes})
+        current = {int(r[0]): tuple(r[1:]) for r in conn.execute(sql.CURRENT, {"ids": ids})}
     verdicts: list[Verdict | None] = []
     moves: list[dict[str, Any]] = []
-    disabling: dict[int, str] = {}
     for outcome in outcomes:
         found = current.get(outcome.delivery_id)
         if found is None or found[0] != outcome.token or found[1] != "delivering":
             verdicts.append(None)
             continue
         attempts = found[2] + 1
-        result = outcome.result
-        verdict = judge(result, attempts=attempts, schedule=policy.schedule, now=now, rng=rng,
-                        retry_after_cap=policy.retry_after_cap)  # fmt: skip
+        verdict = judge(outcome.result, attempts=attempts, schedule=policy.schedule, now=now,
+                        rng=rng, retry_after_cap=policy.retry_after_cap)  # fmt: skip
         # A second outcome for the same lease (a repeated job) finds it moved on.
         current[outcome.delivery_id] = (found[0], verdict.status, attempts)
         verdicts.append(verdict)
         moves.append(_move(outcome, verdict, attempts, now))
+    # A delivery deleted meanwhile (with its subscription) has no log to add to.
+    logged = list(outcomes) if checked else [o for o in outcomes if o.delivery_id in current]
+    moved = _write(conn, logged, moves, now=now, checked=checked)
+    if moved is not None:
+        kept = zip(outcomes, verdicts, strict=True)
+        verdicts = [v if o.delivery_id in moved else None for o, v in kept]
+    for sub, reason in _streaks(conn, held, outcomes, verdicts, now=now, policy=policy):
+        subscriptions.disable(session, sub, reason=reason, now=now)
+        del held[sub]
+    return verdicts, held
+
+
+def _checkable(conn: Connection, outcomes: Sequence[Outcome]) -> bool:
+    """Whether the outcomes can be checked against their leases by the write itself
+    (PostgreSQL, each outcome's lease known, one outcome per delivery)."""
+    return (
+        conn.dialect.name == "postgresql"
+        and all(o.attempts is not None for o in outcomes)
+        and len({o.delivery_id for o in outcomes}) == len(outcomes)
+    )
+
+
+def _streaks(
+    conn: Connection,
+    held: dict[int, _Held],
+    outcomes: Sequence[Outcome],
+    verdicts: Sequence[Verdict | None],
+    *,
+    now: datetime,
+    policy: Policy,
+) -> list[tuple[int, str]]:
+    """Apply the recorded results to the subscriptions' failure streaks (a success ends one);
+    returns the subscriptions to disable and why, in id order."""
+    streaks = {sub: h.failing_since for sub, h in held.items()}
+    before = dict(streaks)
+    disabling: dict[int, str] = {}
+    for outcome, verdict in zip(outcomes, verdicts, strict=True):
         sub = outcome.subscription_id
-        if sub not in streaks:
+        if verdict is None or sub not in streaks:
             continue
-        if result.ok:
+        if outcome.result.ok:
             streaks[sub] = None
             continue
         since = streaks[sub] = streaks[sub] or now
@@ -350,14 +372,10 @@ def record_attempts(
             disabling[sub] = "gone"
         elif now - since >= timedelta(seconds=policy.disable_after):
             disabling.setdefault(sub, "failing")
-    if moves:
-        conn.execute(_MOVE, moves)
     changed = [{"b_id": s, "b_since": v} for s, v in streaks.items() if v != before[s]]
     if changed:
-        conn.execute(_STREAK, changed)
-    for sub, reason in sorted(disabling.items()):
-        subscriptions.disable(session, sub, reason=reason, now=now)
-    return verdicts
+        conn.execute(sql.STREAK, changed)
+    return sorted(disabling.items())
 
 
 def record_attempt(
@@ -378,6 +396,45 @@ def record_attempt(
     return record_attempts(session, outcomes=[outcome], now=now, policy=policy, rng=rng)[0]
 
 
+def _write(
+    conn: Connection,
+    logged: Sequence[Outcome],
+    moves: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    checked: bool,
+) -> set[int] | None:
+    """Add ``logged`` to the attempt log and apply ``moves`` (rows for ``sql.MOVE``).
+
+    ``checked``: only the deliveries still under the lease the move names are moved (one
+    statement, ``sql.WRITE_CHECKED_PG``); returns their ids. Otherwise None.
+    """
+    if conn.dialect.name != "postgresql":
+        if logged:
+            conn.execute(sql.LOG, [_attempt_row(o, now) for o in logged])
+        if moves:
+            conn.execute(sql.MOVE, moves)
+        return None
+    if not logged and not moves:
+        return set() if checked else None
+    results = [o.result for o in logged]
+    params: dict[str, Any] = {
+        "now": now,
+        "l_id": [o.delivery_id for o in logged],
+        "l_status_code": [r.status_code for r in results],
+        "l_latency_ms": [r.latency_ms for r in results],
+        "l_error_code": [r.error_code for r in results],
+        "l_error_detail": [r.error_detail for r in results],
+        "l_excerpt": [r.excerpt for r in results],
+    }
+    for column, key in sql.MOVE_COLUMNS:
+        params[column] = [move[key] for move in moves]
+    if checked:
+        return {int(i) for i in conn.execute(sql.WRITE_CHECKED_PG, params).scalars()}
+    conn.execute(sql.WRITE_PG, params)
+    return None
+
+
 def _attempt_row(outcome: Outcome, now: datetime) -> dict[str, Any]:
     result = outcome.result
     return {
@@ -395,6 +452,7 @@ def _move(outcome: Outcome, verdict: Verdict, attempts: int, now: datetime) -> d
     result = outcome.result
     return {
         "b_id": outcome.delivery_id,
+        "b_token": outcome.token,
         "b_attempts": attempts,
         "b_status": verdict.status,
         "b_next_attempt_at": verdict.next_attempt_at,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, Table, select, update
 from sqlalchemy.orm import Session
 
 from services.core.errors import NotFound
@@ -44,7 +44,8 @@ class SubscriptionRecord:
         return found
 
 
-def record(row: Subscription) -> SubscriptionRecord:
+def record(row: Subscription | Row[Any]) -> SubscriptionRecord:
+    """The domain record of a subscription (an ORM row, or a Core row of every column)."""
     return SubscriptionRecord(
         id=row.id,
         url=row.url,
@@ -120,11 +121,13 @@ def list_subscriptions(session: Session, *, after_id: int, limit: int) -> list[S
     return [record(r) for r in rows]
 
 
+_S = cast(Table, Subscription.__table__)
+_ENABLED = select(_S).where(_S.c.enabled.is_(True)).order_by(_S.c.id)
+
+
 def enabled_subscriptions(session: Session) -> list[SubscriptionRecord]:
-    rows = session.scalars(
-        select(Subscription).where(Subscription.enabled.is_(True)).order_by(Subscription.id)
-    )
-    return [record(r) for r in rows]
+    """Every enabled subscription, in id order (read at each fan-out: Core, no ORM state)."""
+    return [record(r) for r in session.connection().execute(_ENABLED)]
 
 
 def update_subscription(

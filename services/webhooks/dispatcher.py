@@ -2,9 +2,9 @@
 
 A short loop over SQL, so a flushed Redis or a restart loses nothing: events past the cursor
 are fanned out, and deliveries that are due (first attempt, retry, or a lease that ran out)
-are leased and queued as batch jobs, spread over the delivery processes. Several dispatchers
-may run: they take turns on the fan-out, and each hands out only subscriptions that no other
-transaction holds at that moment.
+are leased and queued as batch jobs, spread over the delivery processes; a tick with nothing
+to do is one read. Several dispatchers may run: they take turns on the fan-out, and each
+hands out only subscriptions that no other transaction holds at that moment.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.db import fanout, leases
-from services.db.engine import make_engine, session_factory, transaction
+from services.db.engine import make_engine, reading, session_factory, transaction
 from services.logs import setup_logging
 from services.queue import enqueue_deliveries, redis_client, webhook_queue
 
@@ -71,6 +71,10 @@ class Dispatcher:
 
     def run_once(self) -> Tick:
         """Fan out every new event, then lease and queue what is due."""
+        with reading(self.sessions) as session:
+            waiting = fanout.work_waiting(session, now=self.clock())
+        if not waiting:
+            return Tick(0, 0)
         events = 0
         while True:
             with transaction(self.sessions) as session:

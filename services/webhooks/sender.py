@@ -33,6 +33,8 @@ USER_AGENT = "newsdesk-webhooks/0.1 (+https://github.com/newsdesk)"
 EXCERPT_BYTES = 1024
 EXCERPT_CHARS = 200
 MAX_DETAIL = 300
+# Subscriber URLs whose parsed form (literal addresses checked) is kept; few in practice.
+CHECKED_URLS = 4096
 
 
 def _brief(exc: BaseException | str) -> str:
@@ -54,6 +56,7 @@ class Sender:
         self._allow = parse_allowlist(settings.fetch_allow)
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._checked_urls: dict[str, URL] = {}
 
     async def __aenter__(self) -> Sender:
         self._session = aiohttp.ClientSession(
@@ -129,10 +132,18 @@ class Sender:
             )
 
     def _checked(self, url: str) -> URL:
+        """``url`` parsed, after the check of a literal address (a name is checked when the
+        connection is made, with every address it resolves to then)."""
+        found = self._checked_urls.get(url)
+        if found is not None:
+            return found
         parsed = URL(url)
         ip = literal_host_ip(unquote(parsed.raw_host or ""))
         if ip is not None:
             check_address(ip, parsed.port or 0, self._allow)
+        if len(self._checked_urls) >= CHECKED_URLS:
+            self._checked_urls.clear()
+        self._checked_urls[url] = parsed
         return parsed
 
 
