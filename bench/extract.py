@@ -17,7 +17,12 @@ Measured in one run, on the same inputs:
 - baseline: a loop in this process doing only ``extract()`` and the same spaCy NER
   (``workers.nlp.load_model()`` + ``Recogniser``) on the same payloads, once with one text
   per NER call and once batched as the worker batches (``NEWSDESK_WORKER_BATCH`` texts per
-  ``nlp.pipe`` call: the like-for-like loop). Each loop runs before and after the worker.
+  ``nlp.pipe`` call: the like-for-like loop).
+
+The inputs go in rounds of ``--chunk``: the worker takes a round from Redis, then each loop
+runs on the same round, then the next round. The machine's speed drifts (other work, clock
+changes); interleaving makes each side see the same machine, so the ratio holds even when
+the absolute rates move.
 
 Reports the rates, the worker's ratio to each loop by rate and by CPU time per article (the
 CPU ratio does not move when other processes load the machine; target >= 85%) and the
@@ -37,11 +42,11 @@ import html
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,32 +142,27 @@ def build_inputs(count: int, http_id: int, folder_id: int) -> list[dict[str, Any
 # -- the two measurements ---------------------------------------------------------------------
 
 
-def baseline(
-    payloads: list[dict[str, Any]], warmup: list[dict[str, Any]], *, batch: int
-) -> tuple[float, float]:
-    """(articles/s, CPU ms per article) of extraction + NER alone, in this process.
+class Loop:
+    """Extraction + NER alone, in this process: the same ``extract()`` and the same spaCy NER
+    (``workers.nlp.load_model()`` + ``Recogniser``) as the worker, nothing else."""
 
-    With ``batch`` > 1 the texts go through NER ``batch`` at a time (``recognise_many``, one
-    ``nlp.pipe`` call), as a worker does with the jobs it takes at once.
-    """
-    from workers.nlp import Recogniser, load_model
+    def __init__(self) -> None:
+        from workers.nlp import Recogniser, load_model
 
-    recogniser = Recogniser(load_model())
+        self.recogniser = Recogniser(load_model())
 
-    def run(items: list[dict[str, Any]]) -> None:
+    def run(self, items: list[dict[str, Any]], *, batch: int) -> tuple[float, float]:
+        """(seconds, CPU seconds) for ``items``; with ``batch`` > 1 the texts go through NER
+        ``batch`` at a time (``recognise_many``: one ``nlp.pipe`` call), as a worker batches."""
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             texts = [extract(ItemPayload.from_dict(p)).analysed_text for p in chunk]
             if batch == 1:
-                recogniser.recognise(texts[0])
+                self.recogniser.recognise(texts[0])
             else:
-                recogniser.recognise_many(texts)
-
-    run(warmup)
-    started, cpu = time.perf_counter(), time.process_time()
-    run(payloads)
-    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
-    return len(payloads) / elapsed, used * 1000 / len(payloads)
+                self.recogniser.recognise_many(texts)
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 def cpu_seconds(pid: int) -> float:
@@ -178,14 +178,27 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def through_worker(
+@dataclass
+class Tally:
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+    def add(self, seconds: float, cpu: float) -> None:
+        self.seconds += seconds
+        self.cpu += cpu
+
+
+def measure(
     settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
-    warmup: list[dict[str, Any]], log_path: Path,
-) -> tuple[float, float, float]:  # fmt: skip
-    """(articles/s, CPU ms per article, peak RSS MB) of one `newsdesk worker --workers 1`
-    process."""
+    warmup: list[dict[str, Any]], log_path: Path, *, chunk: int,
+) -> tuple[dict[str, Tally], float]:  # fmt: skip
+    """Time and CPU of one `newsdesk worker --workers 1` process and of the loops, chunk by
+    chunk on the same payloads (worker, then each loop, then the next chunk: all of them see
+    the same machine), and the worker's peak RSS in MB."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
+    loop = Loop()
+    batches = sorted({1, settings.worker_batch})
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "worker", "--workers", "1"],
@@ -198,10 +211,19 @@ def through_worker(
                 raise SystemExit(f"the worker did not start; see {log_path}")
             time.sleep(0.05)
         _run(queue, warmup, done_before=0)
-        started, cpu = time.perf_counter(), cpu_seconds(proc.pid)
-        _run(queue, payloads, done_before=len(warmup))
-        elapsed, used = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
-        return len(payloads) / elapsed, used * 1000 / len(payloads), peak_rss_mb(proc.pid)
+        for batch in batches:
+            loop.run(warmup, batch=batch)
+        tallies = {"worker": Tally(), **{f"loop{b}": Tally() for b in batches}}
+        done = len(warmup)
+        for start in range(0, len(payloads), chunk):
+            part = payloads[start : start + chunk]
+            began, cpu = time.perf_counter(), cpu_seconds(proc.pid)
+            _run(queue, part, done_before=done)
+            tallies["worker"].add(time.perf_counter() - began, cpu_seconds(proc.pid) - cpu)
+            done += len(part)
+            for batch in batches:
+                tallies[f"loop{batch}"].add(*loop.run(part, batch=batch))
+        return tallies, peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -265,6 +287,8 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--reset", action="store_true", help="empty a non-empty database first")
+    parser.add_argument("--chunk", type=int, default=50,
+                        help="inputs per round of worker then loops (default 50)")  # fmt: skip
     args = parser.parse_args()
     with ExitStack() as stack:
         tmp, env = scratch_environment(
@@ -284,34 +308,28 @@ def main() -> None:
         print(f"extract bench: backend={backend} inputs={len(payloads)} ({pages} HTML pages, "
               f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
 
-        # The loops run before and after the worker (the mean is reported), so a change in
-        # the machine's load during the run shows as a spread instead of skewing the ratio.
-        loops = {1: [baseline(payloads, warmup, batch=1)]}
-        if settings.worker_batch > 1:
-            loops[settings.worker_batch] = [baseline(payloads, warmup, batch=settings.worker_batch)]
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        worker_rate, worker_cpu, rss = through_worker(settings, child_env, payloads, warmup,
-                                                      tmp / "worker.log")  # fmt: skip
-        for batch, runs in loops.items():
-            runs.append(baseline(payloads, warmup, batch=batch))
+        tallies, rss = measure(settings, child_env, payloads, warmup, tmp / "worker.log",
+                               chunk=args.chunk)  # fmt: skip
         with engine.connect() as conn:
             articles = conn.scalar(select(func.count()).select_from(Article)) or 0
             errors = conn.scalar(
                 select(func.count()).select_from(Sighting).where(Sighting.error_code.is_not(None))
             )
         engine.dispose()
-        print(f"  worker:   queue + extract + dedup + NER + SQL {worker_rate:7.1f} articles/s  "
-              f"{worker_cpu:5.1f} ms CPU/article  (batch {settings.worker_batch}; articles "
-              f"stored {articles}, item errors {errors})")  # fmt: skip
-        for batch, runs in loops.items():
-            rate = statistics.mean(r for r, _ in runs)
-            cpu = statistics.mean(c for _, c in runs)
-            how = "one text per NER call" if batch == 1 else f"NER {batch} texts per nlp.pipe"
-            spread = ", ".join(f"{r:.1f}" for r, _ in runs)
-            print(f"  loop ({how}): extract + NER {rate:7.1f} articles/s ({spread})  "
-                  f"{cpu:5.1f} ms CPU/article")  # fmt: skip
-            print(f"    ratio worker / loop: {worker_rate / rate:6.1%} by rate, "
-                  f"{cpu / worker_cpu:6.1%} by CPU time   (target >= 85%)")  # fmt: skip
+        count = len(payloads)
+        worker = tallies.pop("worker")
+        stored = f"batch {settings.worker_batch}; articles stored {articles}, item errors {errors}"
+        rate, cpu_ms = count / worker.seconds, worker.cpu * 1000 / count
+        print(f"  worker: queue + extract + dedup + NER + SQL  {rate:6.1f} articles/s  "
+              f"{cpu_ms:5.1f} ms CPU/article  ({stored})")  # fmt: skip
+        for name, loop in tallies.items():
+            batch = int(name.removeprefix("loop"))
+            how = "one text per NER call" if batch == 1 else f"{batch} texts per nlp.pipe call"
+            print(f"  loop, extract + NER ({how}): {count / loop.seconds:6.1f} articles/s  "
+                  f"{loop.cpu * 1000 / count:5.1f} ms CPU/article")  # fmt: skip
+            print(f"    ratio worker / loop: {loop.seconds / worker.seconds:6.1%} by rate, "
+                  f"{loop.cpu / worker.cpu:6.1%} by CPU time   (target >= 85%)")  # fmt: skip
         print(f"  worker peak RSS (VmHWM): {rss:6.0f} MB   (target < 400 MB)")
 
 
