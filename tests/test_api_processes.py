@@ -6,7 +6,6 @@ The real command runs as a subprocess; the sockets each process listens on are r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -23,7 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.config import Settings
 from services.core.errors import ConfigError
 from services.db import feeds
-from tests.test_shutdown import Role, _listening_port, start  # noqa: F401
+from tests.test_shutdown import (  # noqa: F401
+    Role,
+    _listening_port,
+    feeds_locked,
+    late_feed_request,
+    start,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -126,19 +131,9 @@ def test_sigterm_lets_each_process_finish_its_request_in_flight(
 ) -> None:  # fmt: skip
     role = start(["api", "--processes", "2"])
     port = _listening_port(role)
-    body = json.dumps({"url": "http://127.0.0.1:9/late.xml", "title": "late"}).encode()
-    request = (
-        f"POST /v1/feeds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + body
+    request = late_feed_request(api_token)
     with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
-        with engine.begin() as locked:
-            # The feeds table is locked for writing, so the request stays in its handler.
-            if engine.dialect.name == "postgresql":
-                locked.exec_driver_sql("LOCK TABLE feeds IN EXCLUSIVE MODE")
-            else:
-                locked.exec_driver_sql("UPDATE feeds SET title = title WHERE id < 0")
+        with feeds_locked(engine):
             client.sendall(request)
             time.sleep(0.5)
             role.proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -292,25 +293,36 @@ def _listening_port(role: Role) -> int:
     return int(line.rsplit(":", 1)[1])
 
 
+def late_feed_request(api_token: str) -> bytes:
+    """A raw request creating a feed: :func:`feeds_locked` holds it in its handler."""
+    body = json.dumps({"url": "http://127.0.0.1:9/late.xml", "title": "late"}).encode()
+    return (
+        f"POST /v1/feeds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+@contextmanager
+def feeds_locked(engine: Engine) -> Iterator[None]:
+    """The feeds table locked for writing: a request creating a feed waits in its handler."""
+    with engine.begin() as locked:
+        if engine.dialect.name == "postgresql":
+            locked.exec_driver_sql("LOCK TABLE feeds IN EXCLUSIVE MODE")
+        else:
+            locked.exec_driver_sql("UPDATE feeds SET title = title WHERE id < 0")
+        yield
+
+
 def test_api_finishes_the_request_in_flight_and_accepts_no_new_ones(
     settings: Settings, engine: Engine, db: sessionmaker[Session], api_token: str,
     start: Callable[..., Role],
 ) -> None:  # fmt: skip
     role = start(["api"])
     port = _listening_port(role)
-    body = json.dumps({"url": "http://127.0.0.1:9/late.xml", "title": "late"}).encode()
-    request = (
-        f"POST /v1/feeds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + body
+    request = late_feed_request(api_token)
     with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
-        with engine.begin() as locked:
-            # The feeds table is locked for writing, so the request stays in its handler.
-            if engine.dialect.name == "postgresql":
-                locked.exec_driver_sql("LOCK TABLE feeds IN EXCLUSIVE MODE")
-            else:
-                locked.exec_driver_sql("UPDATE feeds SET title = title WHERE id < 0")
+        with feeds_locked(engine):
             client.sendall(request)
             time.sleep(0.5)
             role.proc.send_signal(signal.SIGTERM)
