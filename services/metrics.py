@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger("newsdesk.metrics")
@@ -123,12 +124,14 @@ class Recorder:
         self, name: str, seconds: float, buckets: Sequence[float] = DURATION_BUCKETS, **labels: Any
     ) -> None:
         """One histogram observation (cumulative buckets, as Prometheus expects)."""
-        for bound in buckets:  # every bucket is written (HINCRBY 0 creates it at zero)
-            field = sample(f"{name}_bucket", {**labels, "le": _le(bound)})
+        fields = _histogram_fields(name, tuple(sorted(labels.items())), tuple(buckets))
+        *bounded, inf, total, count = fields
+        for bound, field in zip(buckets, bounded, strict=True):
+            # Every bucket is written (HINCRBY 0 creates it at zero).
             self._pending[field] += 1 if seconds <= bound else 0
-        self._pending[sample(f"{name}_bucket", {**labels, "le": "+Inf"})] += 1
-        self._pending[sample(f"{name}_sum", labels)] += seconds
-        self._pending[sample(f"{name}_count", labels)] += 1
+        self._pending[inf] += 1
+        self._pending[total] += seconds
+        self._pending[count] += 1
 
     def flush(self) -> None:
         """Add the buffered increments to Redis in one round trip; a failure drops them
@@ -152,6 +155,22 @@ class Recorder:
             pipe.execute()
         except Exception as exc:  # Redis down: the next flush tries again with new counts
             log.warning("metrics.flush_failed error=%s", type(exc).__name__)
+
+
+@lru_cache(maxsize=256)
+def _histogram_fields(
+    name: str, labels: tuple[tuple[str, Any], ...], buckets: tuple[float, ...]
+) -> tuple[str, ...]:
+    """A histogram's sample names: one bucket per bound, then +Inf, sum and count (the same
+    few label sets come back for every observation, so they are built once)."""
+    given = dict(labels)
+    bounded = [sample(f"{name}_bucket", {**given, "le": _le(b)}) for b in buckets]
+    return (
+        *bounded,
+        sample(f"{name}_bucket", {**given, "le": "+Inf"}),
+        sample(f"{name}_sum", given),
+        sample(f"{name}_count", given),
+    )
 
 
 def _is_sum(field: str) -> bool:
