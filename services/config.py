@@ -50,8 +50,8 @@ ENV_VARS: dict[str, str] = {
     "used up their retries (at most 5 times each)",
     "NEWSDESK_WORKER_BATCH": "extraction jobs a worker process takes at once when they are "
     "waiting (their NER runs as one batch); 1 takes one at a time",
-    "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after a job "
-    "exits and is restarted",
+    "NEWSDESK_WORKER_MAX_RSS_MB": "a worker process above this resident memory after the jobs "
+    "in hand exits and is restarted",
     "NEWSDESK_WEBHOOK_QUEUE": "name of the rq queue for webhook deliveries",
     "NEWSDESK_WEBHOOK_WORKERS": "delivery processes started by `newsdesk deliver` and `up`",
     "NEWSDESK_WEBHOOK_TIMEOUT": "seconds a subscriber has to answer one webhook POST",
