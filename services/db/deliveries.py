@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.core.errors import Conflict, NotFound
@@ -49,12 +49,6 @@ class AttemptRecord:
     error_code: str | None
     error_detail: str | None
     response_excerpt: str | None
-
-
-def lock(session: Session, key: int) -> None:
-    # SQLite needs nothing: BEGIN IMMEDIATE already makes writers take turns.
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _due(now: datetime) -> Any:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,3 +76,15 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
         # Ended with a commit: a rollback would make psycopg drop the statements it prepared
         # in the transaction, so PostgreSQL would parse and plan them again next time.
         session.commit()
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def advisory_lock(session: Session, key: int) -> None:
+    """Serialise the holders of ``key`` until this transaction ends: a transaction-scoped
+    advisory lock on PostgreSQL. SQLite needs nothing: ``BEGIN IMMEDIATE`` already makes
+    writers take turns."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ADVISORY_LOCK, {"key": key})

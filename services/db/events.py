@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from services.db.engine import advisory_lock
 from services.db.models import Event
 from services.db.upsert import core
 
@@ -37,12 +38,9 @@ class EventRecord:
 
 def lock_events(session: Session) -> None:
     """Serialise event writers until this transaction ends (PostgreSQL; SQLite already is)."""
-    conn = core(session)
-    if conn.dialect.name == "postgresql":
-        conn.execute(_ADVISORY_LOCK, {"key": EVENTS_LOCK_KEY})
+    advisory_lock(session, EVENTS_LOCK_KEY)
 
 
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _EVENTS = cast(Table, Event.__table__)
 _EVENT_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
 

@@ -15,7 +15,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.db import lease_statements, subscriptions
-from services.db.deliveries import FANOUT_LOCK_KEY, lock
+from services.db.deliveries import FANOUT_LOCK_KEY
+from services.db.engine import advisory_lock
 from services.db.entities import find_entity_ids
 from services.db.events import EventRecord, events_after
 from services.db.models import Article, Delivery, Event, WebhookCursor
@@ -66,7 +67,7 @@ def fan_out(session: Session, *, now: datetime, schedule: Sequence[float], limit
     Safe with several dispatchers: they take turns on a lock, and (event, subscription) is
     unique, so a repeated fan-out creates nothing twice.
     """
-    lock(session, FANOUT_LOCK_KEY)
+    advisory_lock(session, FANOUT_LOCK_KEY)
     conn = session.connection()
     found = events_after(session, after=_cursor(conn, session, now), limit=limit)
     if not found:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from services.core import neardup
 from services.core.errors import NotFound
+from services.db.engine import advisory_lock
 from services.db.models import Article, ArticleBand, Story
 from services.db.upsert import core
 
@@ -76,12 +77,9 @@ def lock_dedup(session: Session) -> None:
     PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, the writer's
     ``BEGIN IMMEDIATE`` already holds the database's single write lock.
     """
-    conn = core(session)
-    if conn.dialect.name == "postgresql":
-        conn.execute(_ADVISORY_LOCK, {"key": DEDUP_LOCK_KEY})
+    advisory_lock(session, DEDUP_LOCK_KEY)
 
 
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _ARTICLES = cast(Table, Article.__table__)
 _BANDS = cast(Table, ArticleBand.__table__)
 _STORIES = cast(Table, Story.__table__)
