@@ -97,10 +97,9 @@ class NewsdeskWorker(SimpleWorker):
         # runs: if this process dies, rq's cleanup retries each of them (it only retries
         # STARTED jobs), and none is left behind in rq's intermediate queue.
         running = [(j, self.prepare_execution(j)) for j in jobs]
-        if len(jobs) > 1:
-            for one in jobs:
-                self.prepare_job_execution(one, remove_from_intermediate_queue=True)
-                self._marked.add(one.id)
+        for one in jobs:
+            super().prepare_job_execution(one, remove_from_intermediate_queue=len(self.queues) == 1)
+            self._marked.add(one.id)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
@@ -117,8 +116,7 @@ class NewsdeskWorker(SimpleWorker):
             done.set()
             beat.join()
             self._marked.clear()
-            if len(jobs) > 1:
-                current().prepared.clear()
+            current().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
         if self.max_rss_mb and (rss := resident_mb()) > self.max_rss_mb:
             log.warning("worker.memory_limit rss_mb=%.0f limit_mb=%.0f; stopping for a restart",
@@ -126,7 +124,7 @@ class NewsdeskWorker(SimpleWorker):
             self._stop_requested = True
 
     def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
-        if job.id in self._marked:  # done for the whole batch before its first job ran
+        if job.id in self._marked:  # done by execute_job for every job in hand
             self._marked.discard(job.id)
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
