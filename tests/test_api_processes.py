@@ -27,6 +27,7 @@ from tests.test_shutdown import (  # noqa: F401
     _listening_port,
     feeds_locked,
     late_feed_request,
+    read_answer,
     start,
 )
 
@@ -139,9 +140,7 @@ def test_sigterm_lets_each_process_finish_its_request_in_flight(
             role.proc.send_signal(signal.SIGTERM)
             _wait(lambda: not _listening_inodes(port), "every listener closed", timeout=5)
             assert role.proc.poll() is None  # still draining
-        answer = b""
-        while chunk := client.recv(65536):
-            answer += chunk
+        answer = read_answer(client)
     assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
     assert role.proc.wait(10) == 0, role.output()
     with db() as session:

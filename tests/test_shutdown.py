@@ -303,6 +303,14 @@ def late_feed_request(api_token: str) -> bytes:
     ).encode() + body
 
 
+def read_answer(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    return answer
+
+
 @contextmanager
 def feeds_locked(engine: Engine) -> Iterator[None]:
     """The feeds table locked for writing: a request creating a feed waits in its handler."""
@@ -330,9 +338,7 @@ def test_api_finishes_the_request_in_flight_and_accepts_no_new_ones(
             with pytest.raises(OSError):  # the listening socket is closed: no new requests
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
             assert role.proc.poll() is None
-        answer = b""
-        while chunk := client.recv(65536):
-            answer += chunk
+        answer = read_answer(client)
     assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
     assert role.proc.wait(10) == 0, role.output()
     assert "api.stopped" in role.output()
