@@ -357,6 +357,91 @@ def test_a_failing_batch_step_falls_back_to_one_job_at_a_time(
         assert sorted(s.scalars(select(Article.title))) == ["Lima votes", "Oslo rail"]
 
 
+def _job_results(settings: Settings) -> dict[str, Any]:
+    """Each finished extraction job's result, by its item key."""
+    queue = extract_queue(settings, redis_client(settings))
+    jobs = [queue.fetch_job(i) for i in queue.finished_job_registry.get_job_ids()]
+    return {j.args[0]["item_key"]: j.return_value() for j in jobs if j is not None}
+
+
+def test_a_batch_is_stored_in_one_transaction_with_each_jobs_own_result(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.pipeline
+
+    writes: list[int] = []
+    real = transaction
+
+    def counted(factory: Any) -> Any:
+        writes.append(1)
+        return real(factory)
+
+    monkeypatch.setattr(workers.pipeline, "transaction", counted)
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    assert burst() == len(payloads)
+    # One transaction for the three stored items, one for the empty file's error record.
+    assert len(writes) == 2
+    results = _job_results(settings)
+    oslo, lima = _article_id(db, "Oslo rail"), _article_id(db, "Lima votes")
+    assert results["a"]["status"] == "created" and results["a"]["article_id"] == oslo
+    assert results["b"]["status"] == "created" and results["b"]["article_id"] == lima
+    assert results["c"] == {"status": "duplicate", "article_id": oslo, "reason": "url"}
+    assert results["empty.txt"]["status"] == "error"
+    assert counts(db)["events"] == 2
+    # The batch's jobs run again: each finds its sighting, nothing changes.
+    before = counts(db)
+    for payload in payloads:
+        process(current(), payload)
+    assert counts(db) == before
+
+
+def test_two_versions_of_an_item_in_one_batch_update_as_one_by_one(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    fid = _feed(db)
+    url = "https://news.test/fire"
+    first = feed_payload(fid, "g1", url=url, title="Fire in Porto", summary="A fire broke out.")
+    second = feed_payload(
+        fid,
+        "g1",
+        url=url,
+        title="Fire in Porto contained",
+        summary="A fire broke out in Porto. Firefighters contained it.",
+    )
+    assert enqueue(settings, first) and enqueue(settings, second)
+    assert burst() == 2
+    with db() as s:
+        (article,) = s.scalars(select(Article)).all()
+        types = list(s.scalars(select(Event.type).order_by(Event.id)))
+    assert article.title == "Fire in Porto contained"
+    assert types == ["article.created", "article.updated"]
+
+
+def test_a_failing_batch_transaction_leaves_each_job_its_prepared_item(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import workers.pipeline
+
+    def broken(ctx: Any, ready: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(workers.pipeline, "_store_batch", broken)
+    spy = _CountingRecogniser(current().recogniser)
+    current().recogniser = spy
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    assert burst() == len(payloads)
+    assert spy.calls == [2], "the jobs reuse the batch's NER"
+    with db() as s:
+        assert sorted(s.scalars(select(Article.title))) == ["Lima votes", "Oslo rail"]
+    assert _job_results(settings)["c"]["status"] == "duplicate"
+
+
 def _article_id(db: Any, title: str) -> int:
     with db() as s:
         return int(s.scalars(select(Article.id).where(Article.title == title)).one())

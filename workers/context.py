@@ -34,8 +34,9 @@ class WorkerContext:
     recogniser: Recogniser
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Recorder = field(default_factory=lambda: Recorder(None))
-    # Items of the jobs in hand already extracted and through NER (workers.pipeline.prepare),
-    # by (feed id, item key, content hash); each job takes its own out.
+    # Items of the jobs in hand already extracted and through NER, or already stored with
+    # their batch (workers.pipeline.prepare), by (feed id, item key, content hash); each job
+    # takes its own out.
     prepared: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 
 

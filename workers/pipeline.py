@@ -7,9 +7,13 @@ inside the write transaction, under the dedup lock, so concurrent workers decide
 ran one after the other.
 
 A worker holding several jobs calls :func:`prepare` first: extraction and the pre-lock lookup
-for each new item, then NER for all of them in one ``nlp.pipe`` batch. Each job then runs as
-usual and finds its item ready; nothing is decided or written until then, so the result is
-the same as running the jobs one by one.
+for each new item, then NER for all of them in one ``nlp.pipe`` batch, then the new items are
+decided and written in one transaction under the dedup lock, in job order, each exactly as its
+own job would (the sighting is read again inside, so an earlier item of the batch counts). Each
+job then returns its item's outcome. The transaction commits before rq records any of the jobs
+as finished: a crash in between leaves them started, and their retry finds the sightings stored.
+An item the batch cannot take (a copy whose original changed under it) and every item after it
+are left to their own jobs, so the order of decisions is the same as one by one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from services.core import neardup
@@ -79,18 +84,19 @@ def _ready_key(item: ItemPayload) -> tuple[int, str, str]:
 
 
 def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
-    """Extract the new items among ``raws`` and run NER on them in one batch; each item's job
-    (:func:`process`) then uses the result. Returns how many items were made ready.
+    """Extract the new items among ``raws``, run NER on them in one batch and store them in one
+    transaction; each item's job (:func:`process`) then returns the stored outcome, or does
+    the rest itself from the prepared item. Returns how many items were made ready.
 
     Items that are not new (a known version, an update of a stored article) and items that
     fail to extract are left to their job, which handles and records them as usual.
     """
-    pending: list[tuple[ItemPayload, Extracted, neardup.Sketch | None, bool]] = []
+    pending: list[tuple[ItemPayload, Any, Extracted, neardup.Sketch | None, bool]] = []
     batch = _BatchCopies()
-    for raw in raws:
-        try:
-            item = ItemPayload.from_dict(raw)
-            with reading(ctx.sessions) as session:
+    with reading(ctx.sessions) as session:
+        for raw in raws:
+            try:
+                item = ItemPayload.from_dict(raw)
                 state = articles.sighting_state(
                     session, feed_id=item.feed_id, item_key=item.item_key
                 )
@@ -101,17 +107,48 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
                 extracted = extract(item)
                 sketch = neardup.sketch(extracted.text)
                 copy = _decide(session, extracted, sketch).article_id is not None
-        except (ExtractError, ValueError, KeyError, TypeError):
-            continue  # the job itself reports it
-        # A copy of an item earlier in the batch skips NER too: that item is stored first.
-        copy = batch.is_copy(extracted, sketch) or copy
-        pending.append((item, extracted, sketch, copy))
-    texts = [e.analysed_text for _, e, _, copy in pending if not copy]
+            except (ExtractError, ValueError, KeyError, TypeError):
+                continue  # the job itself reports it
+            # A copy of an item earlier in the batch skips NER too: that item is stored first.
+            copy = batch.is_copy(extracted, sketch) or copy
+            pending.append((item, raw, extracted, sketch, copy))
+    texts = [e.analysed_text for _, _, e, _, copy in pending if not copy]
     mentions = iter(_recognise_many(ctx, texts))
-    for item, extracted, sketch, copy in pending:
+    ready: list[tuple[ItemRef, Ready]] = []
+    for item, raw, extracted, sketch, copy in pending:
         found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
-        ctx.prepared[_ready_key(item)] = Ready(extracted, sketch, found)
+        ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
+        ready.append((ref, Ready(extracted, sketch, found)))
+        ctx.prepared[_ready_key(item)] = ready[-1][1]
+    try:
+        ctx.prepared.update(_store_batch(ctx, ready))
+    except SQLAlchemyError:  # each job then stores its own prepared item, and reports errors
+        log.warning("worker.batch_store_failed items=%d", len(ready), exc_info=True)
     return len(pending)
+
+
+def _store_batch(
+    ctx: WorkerContext, ready: list[tuple[ItemRef, Ready]]
+) -> dict[tuple[int, str, str], Outcome]:
+    """Store the batch's ready items in one transaction, in order, as :func:`_store` would
+    one by one; stops at the first item that needs more than that (left to its job)."""
+    done: dict[tuple[int, str, str], Outcome] = {}
+    if not ready:
+        return done
+    with transaction(ctx.sessions) as session:
+        stories.lock_dedup(session)
+        now = ctx.clock()
+        for ref, prepared in ready:
+            state = articles.sighting_state(session, feed_id=ref.feed_id, item_key=ref.item_key)
+            if state is not None and (
+                state.article_id is not None or state.content_hash == ref.content_hash
+            ):  # an earlier item of the batch, or another worker, took it: left to its job
+                break
+            outcome = _write(session, ref, prepared, now)
+            if outcome is None:
+                break
+            done[(ref.feed_id, ref.item_key, ref.content_hash)] = outcome
+    return done
 
 
 class _BatchCopies:
@@ -162,12 +199,14 @@ def process(ctx: WorkerContext, raw: Any) -> Outcome:
 
 
 def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outcome:
+    ready = ctx.prepared.pop(_ready_key(item), None)
+    if isinstance(ready, Outcome):
+        return ready  # stored with the rest of its batch (prepare)
     with reading(ctx.sessions) as session:
         state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
     if state is not None and state.content_hash == item.content_hash:
         # This exact version of the item was handled already (a re-run or a re-poll).
         return Outcome("unchanged", state.article_id, reason="sighting")
-    ready = ctx.prepared.pop(_ready_key(item), None)
     if ready is not None and (state is None or state.article_id is None):
         ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
         return _store(ctx, ref, ready.extracted, ready.sketch, ready.found)
@@ -220,18 +259,27 @@ def _store(
     """Attach the item to its article or store a new one, deciding again under the lock."""
     with transaction(ctx.sessions) as session:
         stories.lock_dedup(session)
-        now = ctx.clock()
-        decision = _decide(session, extracted, sketch)
-        if decision.article_id is not None:
-            articles.attach(
-                session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
-            )
-            return Outcome("duplicate", decision.article_id, reason=decision.reason)
-        if found is not None:
-            return _insert(session, ref, extracted, sketch, found, decision, now)
+        outcome = _write(session, ref, Ready(extracted, sketch, found), ctx.clock())
+        if outcome is not None:
+            return outcome
     # The copy seen before the lock is gone (its article's text changed): a new article, so
     # it needs its entities after all.
     return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted))
+
+
+def _write(session: Session, ref: ItemRef, ready: Ready, now: datetime) -> Outcome | None:
+    """Under the dedup lock: attach the item to the article it copies, or insert it as a new
+    article. None when it turns out new but came without entities (NER was skipped)."""
+    extracted = ready.extracted
+    decision = _decide(session, extracted, ready.sketch)
+    if decision.article_id is not None:
+        articles.attach(
+            session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
+        )
+        return Outcome("duplicate", decision.article_id, reason=decision.reason)
+    if ready.found is None:
+        return None
+    return _insert(session, ref, extracted, ready.sketch, ready.found, decision, now)
 
 
 def _insert(
