@@ -343,12 +343,12 @@ def test_batched_and_one_by_one_store_the_same(settings: Settings, db: Any, burs
 def test_a_failing_batch_step_falls_back_to_one_job_at_a_time(
     settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.pipeline
+    import workers.batch
 
     def broken(ctx: Any, raws: Any) -> int:
         raise RuntimeError("prepare failed")
 
-    monkeypatch.setattr(workers.pipeline, "prepare", broken)
+    monkeypatch.setattr(workers.batch, "prepare", broken)
     payloads = _mixed_batch(db)
     for payload in payloads:
         assert enqueue(settings, payload)
@@ -367,6 +367,7 @@ def _job_results(settings: Settings) -> dict[str, Any]:
 def test_a_batch_is_stored_in_one_transaction_with_each_jobs_own_result(
     settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import workers.batch
     import workers.pipeline
 
     writes: list[int] = []
@@ -376,6 +377,7 @@ def test_a_batch_is_stored_in_one_transaction_with_each_jobs_own_result(
         writes.append(1)
         return real(factory)
 
+    monkeypatch.setattr(workers.batch, "transaction", counted)
     monkeypatch.setattr(workers.pipeline, "transaction", counted)
     payloads = _mixed_batch(db)
     for payload in payloads:
@@ -424,12 +426,12 @@ def test_a_failing_batch_transaction_leaves_each_job_its_prepared_item(
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    import workers.pipeline
+    import workers.batch
 
     def broken(ctx: Any, ready: Any) -> Any:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(workers.pipeline, "_store_batch", broken)
+    monkeypatch.setattr(workers.batch, "_store_batch", broken)
     spy = _CountingRecogniser(current().recogniser)
     current().recogniser = spy
     payloads = _mixed_batch(db)

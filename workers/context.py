@@ -35,7 +35,7 @@ class WorkerContext:
     clock: Callable[[], datetime] = field(default=utc_now)
     metrics: Recorder = field(default_factory=lambda: Recorder(None))
     # Items of the jobs in hand already extracted and through NER, or already stored with
-    # their batch (workers.pipeline.prepare), by (feed id, item key, content hash); each job
+    # their batch (workers.batch.prepare), by (feed id, item key, content hash); each job
     # takes its own out.
     prepared: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 

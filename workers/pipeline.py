@@ -6,26 +6,18 @@ decides whether NER is needed (a duplicate skips it); the decision that counts i
 inside the write transaction, under the dedup lock, so concurrent workers decide as if they
 ran one after the other.
 
-A worker holding several jobs calls :func:`prepare` first: extraction and the pre-lock lookup
-for each new item, then NER for all of them in one ``nlp.pipe`` batch, then the new items are
-decided and written in one transaction under the dedup lock, in job order, each exactly as its
-own job would (the sighting is read again inside, so an earlier item of the batch counts). Each
-job then returns its item's outcome. The transaction commits before rq records any of the jobs
-as finished: a crash in between leaves them started, and their retry finds the sightings stored.
-An item the batch cannot take (a copy whose original changed under it) and every item after it
-are left to their own jobs, so the order of decisions is the same as one by one.
+A worker holding several jobs runs them as a batch first (workers/batch.py): then each job
+finds its item's outcome, or its item extracted and through NER, in ``ctx.prepared``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from services.core import neardup
@@ -79,106 +71,8 @@ class Ready:
     found: list[FoundEntity] | None  # None: looked like a copy, NER skipped
 
 
-def _ready_key(item: ItemPayload) -> tuple[int, str, str]:
+def ready_key(item: ItemPayload) -> tuple[int, str, str]:
     return (item.feed_id, item.item_key, item.content_hash)
-
-
-def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
-    """Extract the new items among ``raws``, run NER on them in one batch and store them in one
-    transaction; each item's job (:func:`process`) then returns the stored outcome, or does
-    the rest itself from the prepared item. Returns how many items were made ready.
-
-    Items that are not new (a known version, an update of a stored article) and items that
-    fail to extract are left to their job, which handles and records them as usual.
-    """
-    pending: list[tuple[ItemPayload, Any, Extracted, neardup.Sketch | None, bool]] = []
-    batch = _BatchCopies()
-    with reading(ctx.sessions) as session:
-        for raw in raws:
-            try:
-                item = ItemPayload.from_dict(raw)
-                state = articles.sighting_state(
-                    session, feed_id=item.feed_id, item_key=item.item_key
-                )
-                if state is not None and (
-                    state.article_id is not None or state.content_hash == item.content_hash
-                ):
-                    continue
-                extracted = extract(item)
-                sketch = neardup.sketch(extracted.text)
-                copy = _decide(session, extracted, sketch).article_id is not None
-            except (ExtractError, ValueError, KeyError, TypeError):
-                continue  # the job itself reports it
-            # A copy of an item earlier in the batch skips NER too: that item is stored first.
-            copy = batch.is_copy(extracted, sketch) or copy
-            pending.append((item, raw, extracted, sketch, copy))
-    texts = [e.analysed_text for _, _, e, _, copy in pending if not copy]
-    mentions = iter(_recognise_many(ctx, texts))
-    ready: list[tuple[ItemRef, Ready]] = []
-    for item, raw, extracted, sketch, copy in pending:
-        found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
-        ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
-        ready.append((ref, Ready(extracted, sketch, found)))
-        ctx.prepared[_ready_key(item)] = ready[-1][1]
-    try:
-        ctx.prepared.update(_store_batch(ctx, ready))
-    except SQLAlchemyError:  # each job then stores its own prepared item, and reports errors
-        log.warning("worker.batch_store_failed items=%d", len(ready), exc_info=True)
-    return len(pending)
-
-
-def _store_batch(
-    ctx: WorkerContext, ready: list[tuple[ItemRef, Ready]]
-) -> dict[tuple[int, str, str], Outcome]:
-    """Store the batch's ready items in one transaction, in order, as :func:`_store` would
-    one by one; stops at the first item that needs more than that (left to its job)."""
-    done: dict[tuple[int, str, str], Outcome] = {}
-    if not ready:
-        return done
-    with transaction(ctx.sessions) as session:
-        stories.lock_dedup(session)
-        now = ctx.clock()
-        for ref, prepared in ready:
-            state = articles.sighting_state(session, feed_id=ref.feed_id, item_key=ref.item_key)
-            if state is not None and (
-                state.article_id is not None or state.content_hash == ref.content_hash
-            ):  # an earlier item of the batch, or another worker, took it: left to its job
-                break
-            outcome = _write(session, ref, prepared, now)
-            if outcome is None:
-                break
-            done[(ref.feed_id, ref.item_key, ref.content_hash)] = outcome
-    return done
-
-
-class _BatchCopies:
-    """The items of one batch so far, to tell a copy of an earlier one (same URL, same
-    text, near-duplicate) as the dedup lookup would once that item is stored."""
-
-    def __init__(self) -> None:
-        self.urls: set[str] = set()
-        self.hashes: set[str] = set()
-        self.shingles: list[tuple[int, frozenset[int]]] = []
-
-    def is_copy(self, extracted: Extracted, sketch: neardup.Sketch | None) -> bool:
-        copy = bool(self.urls.intersection(extracted.urls)) or extracted.content_hash in self.hashes
-        if not copy and sketch is not None:
-            match = neardup.best_match(sketch.shingles, self.shingles)
-            copy = match is not None and match.relation is neardup.Relation.DUPLICATE
-        self.urls.update(extracted.urls)
-        self.hashes.add(extracted.content_hash)
-        if sketch is not None:
-            self.shingles.append((len(self.shingles), sketch.shingles))
-        return copy
-
-
-def _recognise_many(ctx: WorkerContext, texts: list[str]) -> list[list[Any]]:
-    if not texts:
-        return []
-    many = getattr(ctx.recogniser, "recognise_many", None)
-    if many is None:
-        return [ctx.recogniser.recognise(t) for t in texts]
-    return list(many(texts))
 
 
 def process(ctx: WorkerContext, raw: Any) -> Outcome:
@@ -199,7 +93,7 @@ def process(ctx: WorkerContext, raw: Any) -> Outcome:
 
 
 def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outcome:
-    ready = ctx.prepared.pop(_ready_key(item), None)
+    ready = ctx.prepared.pop(ready_key(item), None)
     if isinstance(ready, Outcome):
         return ready  # stored with the rest of its batch (prepare)
     with reading(ctx.sessions) as session:
@@ -229,12 +123,12 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
     if state is not None and state.article_id is not None:
         return _changed(ctx, ref, state.article_id, extracted, sketch)
     with reading(ctx.sessions) as session:
-        hint = _decide(session, extracted, sketch)
+        hint = decide(session, extracted, sketch)
     found = None if hint.article_id is not None else _entities(ctx, extracted)
     return _store(ctx, ref, extracted, sketch, found)
 
 
-def _decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
+def decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
     by_url = articles.find_by_urls(session, extracted.urls)
     if by_url is not None:
         return Decision(by_url, "url")
@@ -259,7 +153,7 @@ def _store(
     """Attach the item to its article or store a new one, deciding again under the lock."""
     with transaction(ctx.sessions) as session:
         stories.lock_dedup(session)
-        outcome = _write(session, ref, Ready(extracted, sketch, found), ctx.clock())
+        outcome = write_item(session, ref, Ready(extracted, sketch, found), ctx.clock())
         if outcome is not None:
             return outcome
     # The copy seen before the lock is gone (its article's text changed): a new article, so
@@ -267,11 +161,11 @@ def _store(
     return _store(ctx, ref, extracted, sketch, _entities(ctx, extracted))
 
 
-def _write(session: Session, ref: ItemRef, ready: Ready, now: datetime) -> Outcome | None:
+def write_item(session: Session, ref: ItemRef, ready: Ready, now: datetime) -> Outcome | None:
     """Under the dedup lock: attach the item to the article it copies, or insert it as a new
     article. None when it turns out new but came without entities (NER was skipped)."""
     extracted = ready.extracted
-    decision = _decide(session, extracted, ready.sketch)
+    decision = decide(session, extracted, ready.sketch)
     if decision.article_id is not None:
         articles.attach(
             session, article_id=decision.article_id, item=ref, urls=extracted.urls, now=now
