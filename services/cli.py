@@ -12,6 +12,9 @@ from services.core.errors import NewsdeskError
 
 # Roles that queue or run jobs in an external Redis (`up` checks its own once Redis is up).
 REDIS_ROLES = frozenset({"api", "poller", "worker", "dispatcher", "deliver"})
+# `feeds` actions that change what the API's cached reads show (feed ids, titles and URLs of
+# articles' sources): the data version is bumped after them.
+FEEDS_CHANGES = frozenset({"update", "delete"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = settings.with_overrides(webhook_workers=max(1, args.workers))
             run_deliver(settings, burst=args.burst)
         elif args.command == "feeds":
-            return feeds_cli.run(settings, args)
+            code = feeds_cli.run(settings, args)
+            if code == 0 and args.feeds_command in FEEDS_CHANGES:
+                from services.dataversion import bump_now
+
+                bump_now(settings.redis_url)
+            return code
         elif args.command == "keys":
             return keys_cli.run(settings, args)
         elif args.command == "reprocess":

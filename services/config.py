@@ -76,6 +76,10 @@ ENV_VARS: dict[str, str] = {
     "NEWSDESK_RATE_LIMIT": "requests per window allowed to one API key (anonymous reads: to one "
     "client address), across every API process; 0: no limit",
     "NEWSDESK_RATE_WINDOW": "seconds of the rate-limit window",
+    "NEWSDESK_API_CACHE_MB": "megabytes each API process may use to cache the responses of "
+    "the article, entity and story reads; 0: no cache",
+    "NEWSDESK_API_CACHE_SECONDS": "longest time a cached API response is served, however "
+    "current its data version (the bound when a change was not announced)",
 }
 
 # Seconds before each attempt of a webhook delivery: immediately, then 5 s, 5 min, 30 min,
@@ -201,6 +205,8 @@ class Settings:
     auth_cache: float = 5.0
     rate_limit: int = 600
     rate_window: float = 60.0
+    api_cache_mb: int = 32
+    api_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -275,6 +281,8 @@ class Settings:
             auth_cache=_float(env, "NEWSDESK_AUTH_CACHE", 5.0, minimum=0.0),
             rate_limit=_int(env, "NEWSDESK_RATE_LIMIT", 600, minimum=0),
             rate_window=_float(env, "NEWSDESK_RATE_WINDOW", 60.0, minimum=0.1),
+            api_cache_mb=_int(env, "NEWSDESK_API_CACHE_MB", 32, minimum=0),
+            api_cache_seconds=_float(env, "NEWSDESK_API_CACHE_SECONDS", 5.0, minimum=0.1),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -335,6 +343,8 @@ class Settings:
             "NEWSDESK_AUTH_CACHE": str(self.auth_cache),
             "NEWSDESK_RATE_LIMIT": str(self.rate_limit),
             "NEWSDESK_RATE_WINDOW": str(self.rate_window),
+            "NEWSDESK_API_CACHE_MB": str(self.api_cache_mb),
+            "NEWSDESK_API_CACHE_SECONDS": str(self.api_cache_seconds),
         }
         if not self.embedded_redis:
             env["REDIS_URL"] = self.redis_url

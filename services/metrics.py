@@ -104,6 +104,7 @@ class Recorder:
     def __init__(self, client: Any | None) -> None:
         self._client = client
         self._pending: defaultdict[str, float] = defaultdict(float)
+        self._touched: set[str] = set()
         self._held = 0
 
     @contextmanager
@@ -119,6 +120,11 @@ class Recorder:
     def add(self, name: str, value: float = 1.0, **labels: Any) -> None:
         if value:
             self._pending[sample(name, labels)] += value
+
+    def touch(self, key: str) -> None:
+        """INCR the plain Redis key ``key`` in the next flush, once however often it is
+        touched before it (the data version, :mod:`services.dataversion`)."""
+        self._touched.add(key)
 
     def observe(
         self, name: str, seconds: float, buckets: Sequence[float] = DURATION_BUCKETS, **labels: Any
@@ -139,12 +145,17 @@ class Recorder:
         :meth:`held` this waits for the end of the block."""
         if self._held:
             return
-        if not self._pending or self._client is None:  # (nothing recorded, or nowhere to)
+        nothing = not self._pending and not self._touched
+        if nothing or self._client is None:  # (nothing recorded, or nowhere to)
             self._pending.clear()
+            self._touched.clear()
             return
         pending, self._pending = self._pending, defaultdict(float)
+        touched, self._touched = self._touched, set()
         try:
             pipe = self._client.pipeline(transaction=False)
+            for key in sorted(touched):
+                pipe.incr(key)
             for field, value in pending.items():
                 # A histogram's sum is a float in Redis once any increment was fractional, and
                 # HINCRBY refuses a float field: sums always go through HINCRBYFLOAT.
@@ -154,6 +165,9 @@ class Recorder:
                     pipe.hincrbyfloat(KEY, field, value)
             pipe.execute()
         except Exception as exc:  # Redis down: the next flush tries again with new counts
+            # A lost count is tolerable; a lost touch would leave readers on stale data until
+            # their entries expire, so it is kept for the next flush.
+            self._touched |= touched
             log.warning("metrics.flush_failed error=%s", type(exc).__name__)
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from services import dataversion
 from workers.context import WorkerContext, current
 from workers.pipeline import process
+
+# Extraction outcomes that leave stored articles as they were (a failed job, an exception,
+# may have committed before failing, so it counts as a change).
+UNCHANGED_ITEM = frozenset({"unchanged", "error"})
 
 
 def extract_item(payload: dict[str, Any]) -> dict[str, Any]:
@@ -17,6 +22,8 @@ def extract_item(payload: dict[str, Any]) -> dict[str, Any]:
         status = result.status
         return result.as_dict()
     finally:
+        if status not in UNCHANGED_ITEM:
+            ctx.metrics.touch(dataversion.KEY)  # flushed with the metrics, after the commit
         _count(ctx, "newsdesk_items_total", "extract", status, started)
 
 
@@ -28,9 +35,18 @@ def reprocess_article(article_id: int) -> dict[str, Any]:
     try:
         result = reprocess(ctx, int(article_id))
         status = str(result.get("status", "done"))
+        if _reprocess_changed(result):
+            ctx.metrics.touch(dataversion.KEY)
         return result
     finally:
         _count(ctx, "newsdesk_reprocessed_total", "reprocess", status, started)
+
+
+def _reprocess_changed(result: dict[str, Any]) -> bool:
+    """Whether a reprocessing job wrote anything the API shows: a merge it made (one found
+    already made carries no ``reason``) or a refresh (entities and story are stored again)."""
+    status = result.get("status")
+    return status == "reprocessed" or (status == "merged" and "reason" in result)
 
 
 def _count(ctx: WorkerContext, name: str, kind: str, status: str, started: float) -> None:

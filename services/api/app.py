@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.api import docs, feeds, handlers, metrics, stories, subscriptions
 from services.api.auth import gate_middleware, gate_resources
+from services.api.cache import cache_middleware, cache_resources
 from services.api.context import (
     MAX_FIELD_BYTES,
     MAX_HEADERS,
@@ -22,7 +23,8 @@ from services.config import Settings
 def create_app(settings: Settings) -> web.Application:
     """The API for ``settings``; its SQL engine and Redis client live as long as it runs."""
     app = web.Application(
-        middlewares=[request_context, problem_middleware, gate_middleware],
+        # The cache comes after the gate: keys, scopes and rate limits apply to its answers.
+        middlewares=[request_context, problem_middleware, gate_middleware, cache_middleware],
         client_max_size=MAX_REQUEST_BYTES,
         handler_args={
             "max_line_size": MAX_LINE_BYTES,
@@ -33,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(gate_resources)
+    app.cleanup_ctx.append(cache_resources)
     app.add_routes(handlers.routes)
     app.add_routes(feeds.routes)
     app.add_routes(stories.routes)

@@ -7,7 +7,9 @@
   sent with a public read must still be valid. ``NEWSDESK_AUTH=off`` turns keys off.
 - A verified key is trusted for ``NEWSDESK_AUTH_CACHE`` seconds without asking SQL again, so
   a revoke takes effect within that time in every API process.
-- Every admitted request counts against its key's budget, or its address's when anonymous.
+- Every admitted request counts against its key's budget, or its address's when anonymous;
+  for a GET of a cached route the same round trip reads the data version for the response
+  cache (``services/api/cache.py``), which runs after the gate.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.context import MAX_REQUEST_BYTES, REDIS, SESSIONS, SETTINGS
+from services import dataversion
+from services.api.cache import cacheable
+from services.api.context import DATA_VERSION, MAX_REQUEST_BYTES, REDIS, SESSIONS, SETTINGS
 from services.api.errors import problem
 from services.api.ratelimit import RateLimiter
 from services.config import Settings
@@ -132,7 +136,12 @@ GATE = web.AppKey("gate", Gate)
 async def gate_resources(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx`` (after the engine and Redis exist): the app's gate."""
     settings = app[SETTINGS]
-    limiter = RateLimiter(app[REDIS], limit=settings.rate_limit, window=settings.rate_window)
+    limiter = RateLimiter(
+        app[REDIS],
+        limit=settings.rate_limit,
+        window=settings.rate_window,
+        version_key=dataversion.KEY if settings.api_cache_mb > 0 else None,
+    )
     app[GATE] = Gate(settings, app[SESSIONS], limiter)
     yield
 
@@ -207,7 +216,7 @@ async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamR
             return found
         key = found
     client = f"key:{key.id}" if key else f"ip:{request.remote}"
-    verdict = await gate.limiter.hit(client)
+    verdict = await gate.limiter.hit(client, version=cacheable(request))
     if not verdict.allowed:
         log.info("api.rate_limited client=%s path=%s", client, request.path[:200])
         return problem(
@@ -218,6 +227,8 @@ async def gate_middleware(request: web.Request, handler: Handler) -> web.StreamR
             headers={"Retry-After": str(verdict.reset_after)},
             extra={"limit": verdict.limit, "window": gate.settings.rate_window},
         )
+    if verdict.version is not None:
+        request[DATA_VERSION] = verdict.version
     if key is not None:
         request[API_KEY] = key
         await gate.record_use(key)

@@ -30,6 +30,9 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 SESSIONS = web.AppKey("sessions", sessionmaker[Session])
 REDIS = web.AppKey("redis", aioredis.Redis)
+# The data version (services/dataversion.py) read by the gate in its rate-limit round trip;
+# absent when it could not be read.
+DATA_VERSION = web.RequestKey("data_version", bytes)
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -45,6 +45,10 @@ what it sent.
 `cursor`. A page carries `next_cursor` and `next` (the URL of the following page, also sent
 as a `Link: <...>; rel="next"` header); both are null on the last page. The event stream
 continues with `next_after` instead, which is never null.
+
+**Conditional reads.** Articles, stories and entities answer with a strong `ETag` and
+`Cache-Control: no-cache`; send the ETag back as `If-None-Match` and an unchanged answer is
+`304 Not Modified` without a body.
 """
 
 
@@ -106,6 +110,18 @@ LINK_HEADER = {
 LOCATION_HEADER = {
     "Location": {"description": "The new resource's path.", "schema": {"type": "string"}}
 }
+VALIDATOR_HEADERS = {
+    "ETag": {"description": "A strong validator of this exact body; send it back as "
+             "`If-None-Match` to be told `304` while it is current.",
+             "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`no-cache`: a copy may be kept but must be revalidated.",
+                      "schema": {"type": "string"}},
+}  # fmt: skip
+IF_NONE_MATCH = _param(
+    "If-None-Match", "header", {"type": "string", "maxLength": MAX_LINE_BYTES},
+    "ETags of copies the client holds (or `*`): when one is the current body's, the answer is "
+    "`304 Not Modified` without a body.",
+)  # fmt: skip
 
 
 def _common(*, body: bool, secured: bool) -> Json:
@@ -166,6 +182,20 @@ def _op(
     return operation
 
 
+def _conditional(path: Json) -> Json:
+    """The GET of ``path`` as a route of the response cache: ETag, If-None-Match and 304."""
+    operation = path["get"]
+    operation["parameters"] = [*operation.get("parameters", []), IF_NONE_MATCH]
+    ok = operation["responses"]["200"]
+    ok["headers"] = {**ok.get("headers", {}), **VALIDATOR_HEADERS}
+    operation["responses"]["304"] = {
+        "description": "`If-None-Match` names the current body's ETag: the copy is current.",
+        "headers": VALIDATOR_HEADERS,
+    }
+    operation["responses"] = dict(sorted(operation["responses"].items()))
+    return path
+
+
 def _json_body(schema: Json, description: str) -> Json:
     return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
 
@@ -205,27 +235,27 @@ def _article_paths() -> Json:
     feed = _param("feed", "query", {"type": "integer", "minimum": 1, "maximum": params.MAX_ID},
                   "Only articles seen in this feed.")  # fmt: skip
     return {
-        "/v1/articles": {"get": _op(
+        "/v1/articles": _conditional({"get": _op(
             "list_articles", "articles", "Articles, newest first",
             {"200": _json("A page of articles.", ref("ArticlePage"), LINK_HEADER),
              "404": _problem("The `entity` id or `feed` does not exist.", ("not_found",))},
             parameters=(*PAGE, ENTITY_PARAM, feed, SEARCH_PARAM),
-        )},
-        "/v1/articles/{id}": {"get": _op(
+        )}),
+        "/v1/articles/{id}": _conditional({"get": _op(
             "get_article", "articles", "One article with its entities, sources and story",
             {"200": _json("The article.", ref("ArticleDetail")),
              "308": {"description": "Reprocessing merged this article into an older copy; "
                      "`Location` is that article.", "headers": LOCATION_HEADER},
              "404": _not_found("article")},
             parameters=(_path_id("article"),),
-        )},
-        "/v1/stories/{id}": {"get": _op(
+        )}),
+        "/v1/stories/{id}": _conditional({"get": _op(
             "get_story", "articles", "A story (near-duplicate articles) and its articles",
             {"200": _json("The story with a page of its articles, newest first.",
                           ref("Story"), LINK_HEADER),
              "404": _not_found("story")},
             parameters=(_path_id("story"), *PAGE),
-        )},
+        )}),
     }  # fmt: skip
 
 
@@ -235,16 +265,16 @@ def _entity_paths() -> Json:
     prefix = _param("prefix", "query", {"type": "string", "maxLength": params.MAX_TEXT_PARAM},
                     "Only entities whose name starts with this, ignoring case.")  # fmt: skip
     return {
-        "/v1/entities": {"get": _op(
+        "/v1/entities": _conditional({"get": _op(
             "list_entities", "entities", "Entities, most mentioned first",
             {"200": _json("A page of entities.", ref("EntityPage"), LINK_HEADER)},
             parameters=(*PAGE, kind, prefix),
-        )},
-        "/v1/entities/{id}": {"get": _op(
+        )}),
+        "/v1/entities/{id}": _conditional({"get": _op(
             "get_entity", "entities", "One entity with aliases, counts and co-occurring entities",
             {"200": _json("The entity.", ref("EntityDetail")), "404": _not_found("entity")},
             parameters=(_path_id("entity"),),
-        )},
+        )}),
     }  # fmt: skip
 
 
