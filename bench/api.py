@@ -65,10 +65,10 @@ from services.db import reads
 from services.db.apikeys import create_key
 from services.db.engine import make_engine, reading, session_factory, transaction
 from services.db.migrate import upgrade
-from services.db.models import Article, ArticleEntity, Base, Entity, Feed, Sighting
+from services.db.models import Article, ArticleEntity, ArticleUrl, Base, Entity, Feed, Sighting
 
 REPO = Path(__file__).resolve().parent.parent
-DATASET_VERSION = 2  # bump when the generated data changes: the cached SQLite file is rebuilt
+DATASET_VERSION = 3  # bump when the generated data changes: the cached SQLite file is rebuilt
 FEEDS = 200
 ENTITIES = 20_000
 ZIPF_S, ZIPF_Q = 1.1, 5  # Zipf-Mandelbrot: the top entity is in about 20% of articles
@@ -124,7 +124,7 @@ def build(engine: Engine, articles: int, *, seed: int = 7) -> None:
     counts = [0] * (ENTITIES + 1)
     started = time.perf_counter()
     for low in range(0, articles, CHUNK):
-        rows, links, sightings = [], [], []
+        rows, links, sightings, urls = [], [], [], []
         for i in range(low, min(articles, low + CHUNK)):
             article_id = i + 1
             body = "\n\n".join(rng.sample(paragraphs, rng.randint(*PARAGRAPHS_PER_ARTICLE)))
@@ -140,6 +140,9 @@ def build(engine: Engine, articles: int, *, seed: int = 7) -> None:
                 "content_hash": hashlib.sha256(f"{article_id}:{title}\n{body}".encode())
                 .hexdigest(), "boilerplate": {}, "created_at": when, "updated_at": when,
             })  # fmt: skip
+            # Every URL an article was seen under is kept, its canonical one included.
+            urls.append({"article_id": article_id, "url": f"https://news.example/{article_id}",
+                         "created_at": when})  # fmt: skip
             chosen = set(
                 rng.choices(range(1, ENTITIES + 1), weights, k=rng.randint(*LINKS_PER_ARTICLE))
             )
@@ -159,6 +162,7 @@ def build(engine: Engine, articles: int, *, seed: int = 7) -> None:
             conn.execute(insert(Article), rows)
             conn.execute(insert(ArticleEntity), links)
             conn.execute(insert(Sighting), sightings)
+            conn.execute(insert(ArticleUrl), urls)
         print(f"  {low + len(rows):,} articles ({time.perf_counter() - started:.0f} s)", flush=True)
     with engine.begin() as conn:
         conn.execute(
