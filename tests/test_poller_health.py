@@ -245,3 +245,47 @@ async def test_two_pollers_poll_each_feed_once_per_cycle(
             engine.dispose()
     assert sum(r.feeds_polled for r in results) == len(urls)
     assert all(site.hits[f"/f{i}"] == 1 for i in range(30)), site.hits
+
+
+async def test_a_feed_title_or_url_change_marks_cached_answers_stale(
+    site: Site, poller: Poller, db: sessionmaker[Session], redis_conn: Any
+) -> None:
+    """Article answers show their feeds' title and URL: the API's cache must hear of a
+    change (the data version moves), and of nothing else a poll writes."""
+    from services import dataversion
+
+    def version() -> int:
+        return int(redis_conn.get(dataversion.KEY) or 0)
+
+    titled = {"title": "First title"}
+
+    async def handle(request: web.Request) -> web.Response:
+        body = FEED.replace(b"<title><![CDATA[BBC News - Home]]></title>",
+                            f"<title>{titled['title']}</title>".encode(), 1)  # fmt: skip
+        return web.Response(body=body, content_type="application/rss+xml")
+
+    assert b"<title><![CDATA[BBC News - Home]]></title>" in FEED
+    app = web.Application()
+    app.router.add_get("/titled", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        feed_id = add(db, str(server.make_url("/titled")))
+        start = version()
+        await poller.run_once(NOW)
+        assert row(db, feed_id).title == "First title"
+        assert version() == start + 1  # the title was learnt
+        later = NOW + timedelta(days=1)
+        await poller.run_once(later)
+        assert version() == start + 1  # same title: nothing a cached answer shows moved
+        titled["title"] = "Second title"
+        await poller.run_once(later + timedelta(days=1))
+        assert row(db, feed_id).title == "Second title"
+        assert version() == start + 2
+    finally:
+        await server.close()
+    moved = add(db, site.script("/was", (301, {"Location": "/is"})))
+    before = version()
+    await poller.run_once(NOW + timedelta(days=3))
+    assert row(db, moved).url == site.url("/is")
+    assert version() > before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,13 +77,15 @@ class FeedHealth:
 
     def __init__(
         self, settings: Settings, *, writer: GroupWriter, politeness: Politeness | None,
-        rng: random.Random,
+        rng: random.Random, shown_changed: Callable[[], None] = lambda: None,
     ) -> None:  # fmt: skip
         self._settings = settings
         self._writer = writer
         self._gate = politeness
         self._rng = rng
         self._bounds = schedule_bounds(settings)
+        # Called after a commit that changed what the API shows with articles (feed title).
+        self._shown_changed = shown_changed
 
     async def _in_tx(self, func: Any, /, **kwargs: Any) -> Any:
         return await self._writer.submit(func, **kwargs)
@@ -146,3 +149,5 @@ class FeedHealth:
             last_modified=result.last_modified, body_hash=body_hash, ttl_seconds=ttl,
             title=parsed.title if parsed else None, site_url=parsed.site_url if parsed else None,
         )  # fmt: skip
+        if parsed is not None and parsed.title and parsed.title[:1000] != feed.title:
+            self._shown_changed()

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import dataversion
 from services.config import Settings
 from services.core.errors import NewsdeskError
 from services.core.records import FeedRecord
@@ -89,11 +90,12 @@ class Poller:
         self._fetcher = fetcher
         self._gate = politeness
         self._writer = GroupWriter(sessions)
+        self._metrics = Recorder(queue.connection)
         self._health = FeedHealth(settings, writer=self._writer, politeness=politeness,
-                                  rng=rng or random.Random())  # fmt: skip
+                                  rng=rng or random.Random(),
+                                  shown_changed=self._shown_changed)  # fmt: skip
         self._limit = asyncio.Semaphore(settings.fetch_concurrency)
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poller-parse")
-        self._metrics = Recorder(queue.connection)
         self._reconciler = Reconciler(
             sessions, queue, sweep_interval=settings.sweep_interval, metrics=self._metrics
         )
@@ -101,6 +103,11 @@ class Poller:
             page_fetcher, gate=politeness, executor=self._cpu,
             throttle_cap=settings.retry_after_cap,
         )  # fmt: skip
+
+    def _shown_changed(self) -> None:
+        """A committed change to a feed field that article answers show (its URL or title):
+        the API's cached answers are stale (the data version goes with the cycle's metrics)."""
+        self._metrics.touch(dataversion.KEY)
 
     async def ensure_folder_feed(self, now: datetime) -> FeedRecord | None:
         """Register ``settings.seeds_dir`` as the folder source when it exists."""
@@ -219,6 +226,8 @@ class Poller:
             )
             log.info("feed.moved feed_id=%d to=%s stored=%s", feed.id,
                      result.permanent_redirect, moved)  # fmt: skip
+            if moved and result.permanent_redirect != feed.url:
+                self._shown_changed()
         size = len(result.body)
         if result.not_modified:
             await self._health.succeeded(feed, now, result)
