@@ -63,6 +63,11 @@ FAMILIES = {
         ),
         Family("newsdesk_webhook_deliveries_total", "counter", "Webhook POSTs by outcome."),
         Family(
+            "newsdesk_api_cache_total",
+            "counter",
+            "API response cache lookups by outcome: hit, miss, bypass (not_modified: the 304s).",
+        ),
+        Family(
             "newsdesk_webhook_latency_seconds",
             "histogram",
             "Time from sending a webhook POST to its answer.",

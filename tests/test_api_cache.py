@@ -398,3 +398,28 @@ def test_reprocessing_bumps_the_version_when_it_wrote(
     monkeypatch.setattr(ctx.metrics, "touch", touched.append)
     assert jobs.reprocess_article(1) == result
     assert touched == ([dataversion.KEY] if bumps else [])
+
+
+async def test_cache_outcomes_reach_metrics_without_a_round_trip_per_request(
+    client: Client, db: sessionmaker[Session], redis_conn: redis.Redis, api_token: str
+) -> None:
+    from collections import Counter
+
+    from services.api.cache import flush_counts
+    from services.api.context import REDIS
+
+    add_article(db, "counted", T0)
+    for _ in range(3):
+        assert await titles(client) == ["counted"]
+    cache = cache_of(client)
+    assert (cache.counts["miss"], cache.counts["hit"]) == (1, 2)
+    assert redis_conn.hget(METRICS_KEY, 'newsdesk_api_cache_total{outcome="hit"}') is None
+    flushed: Counter[str] = Counter()
+    assert client.app is not None
+    await flush_counts(client.app[REDIS], cache, flushed)
+    await flush_counts(client.app[REDIS], cache, flushed)  # nothing new: nothing added twice
+    assert int(redis_conn.hget(METRICS_KEY, 'newsdesk_api_cache_total{outcome="hit"}') or 0) == 2
+    assert int(redis_conn.hget(METRICS_KEY, 'newsdesk_api_cache_total{outcome="miss"}') or 0) == 1
+    text = await (await client.get("/metrics")).text()
+    assert "# TYPE newsdesk_api_cache_total counter" in text
+    assert 'newsdesk_api_cache_total{outcome="hit"} 2' in text

@@ -19,18 +19,20 @@ Every ``200`` of a cached route carries a strong ``ETag`` (a hash of the body) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-from services import dataversion
+from services import dataversion, metrics
 from services.api.context import DATA_VERSION, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -157,11 +159,48 @@ class ResponseCache:
 CACHE = web.AppKey("response_cache", ResponseCache)
 
 
+# Seconds between two flushes of a process's cache outcome counts to the metrics hash.
+COUNTS_INTERVAL = 10.0
+COUNTS_METRIC = "newsdesk_api_cache_total"
+
+
 async def cache_resources(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: this process's response cache."""
+    """``cleanup_ctx``: this process's response cache, and the task that adds its outcome
+    counts to ``/metrics`` every ``COUNTS_INTERVAL`` seconds (and once more at shutdown)."""
     settings = app[SETTINGS]
-    app[CACHE] = ResponseCache(settings.api_cache_mb * 1024 * 1024, settings.api_cache_seconds)
+    cache = app[CACHE] = ResponseCache(
+        settings.api_cache_mb * 1024 * 1024, settings.api_cache_seconds
+    )
+    flushed: Counter[str] = Counter()
+    task = asyncio.create_task(_report_counts(app, cache, flushed))
     yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await flush_counts(app[REDIS], cache, flushed)
+
+
+async def _report_counts(app: web.Application, cache: ResponseCache, flushed: Counter[str]) -> None:
+    while True:
+        await asyncio.sleep(COUNTS_INTERVAL)
+        await flush_counts(app[REDIS], cache, flushed)
+
+
+async def flush_counts(client: Any, cache: ResponseCache, flushed: Counter[str]) -> None:
+    """Add the outcomes counted since the last flush to the metrics hash, in one round trip
+    (never per request); a failure keeps them for the next flush."""
+    delta = {o: n - flushed[o] for o, n in cache.counts.items() if n > flushed[o]}
+    if not delta:
+        return
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for outcome, n in delta.items():
+                pipe.hincrby(metrics.KEY, metrics.sample(COUNTS_METRIC, {"outcome": outcome}), n)
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("api.cache_counts_not_flushed error=%s", type(exc).__name__)
+        return
+    flushed.update(delta)
 
 
 def cacheable(request: web.Request) -> bool:
