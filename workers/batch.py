@@ -29,7 +29,7 @@ from services.db import articles, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
-from workers.pipeline import Outcome, Ready, decide, ready_key, write_item
+from workers.pipeline import Outcome, Ready, decide, item_ref, ready_key, write_item
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -48,9 +48,9 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
     ready: list[tuple[ItemRef, Ready]] = []
     for item, raw, extracted, sketch, copy in pending:
         found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
-        ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
+        ref = item_ref(item, raw)
         ready.append((ref, Ready(extracted, sketch, found)))
-        ctx.prepared[ready_key(item)] = ready[-1][1]
+        ctx.prepared[ready_key(ref)] = ready[-1][1]
     try:
         ctx.prepared.update(_store_batch(ctx, ready))
     except SQLAlchemyError:  # each job then stores its own prepared item, and reports errors
@@ -72,9 +72,7 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
             except (ValueError, KeyError, TypeError):
                 continue  # the job itself reports it
             state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
-            if state is None or (
-                state.article_id is None and state.content_hash != item.content_hash
-            ):
+            if state is None or not state.accounts_for(item.content_hash):
                 new.append((item, raw))
     # Extraction runs outside any transaction: no snapshot is held while the CPU works.
     extracted: list[tuple[ItemPayload, Any, Extracted]] = []
@@ -108,14 +106,12 @@ def _store_batch(
         now = ctx.clock()
         for ref, prepared in ready:
             state = articles.sighting_state(session, feed_id=ref.feed_id, item_key=ref.item_key)
-            if state is not None and (
-                state.article_id is not None or state.content_hash == ref.content_hash
-            ):  # an earlier item of the batch, or another worker, took it: left to its job
-                break
+            if state is not None and state.accounts_for(ref.content_hash):
+                break  # an earlier item of the batch, or another worker, took it: left to its job
             outcome = write_item(session, ref, prepared, now)
             if outcome is None:
                 break
-            done[(ref.feed_id, ref.item_key, ref.content_hash)] = outcome
+            done[ready_key(ref)] = outcome
     return done
 
 

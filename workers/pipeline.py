@@ -71,8 +71,14 @@ class Ready:
     found: list[FoundEntity] | None  # None: looked like a copy, NER skipped
 
 
-def ready_key(item: ItemPayload) -> tuple[int, str, str]:
+def ready_key(item: ItemPayload | ItemRef) -> tuple[int, str, str]:
+    """Which prepared entry (``ctx.prepared``) belongs to an item's job."""
     return (item.feed_id, item.item_key, item.content_hash)
+
+
+def item_ref(item: ItemPayload, raw: dict[str, Any]) -> ItemRef:
+    """The item as it is recorded on its article: its sighting, URL and job payload."""
+    return ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
 
 
 def process(ctx: WorkerContext, raw: Any) -> Outcome:
@@ -101,8 +107,8 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
     if state is not None and state.content_hash == item.content_hash:
         # This exact version of the item was handled already (a re-run or a re-poll).
         return Outcome("unchanged", state.article_id, reason="sighting")
+    ref = item_ref(item, raw)
     if ready is not None and (state is None or state.article_id is None):
-        ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
         return _store(ctx, ref, ready.extracted, ready.sketch, ready.found)
     try:
         extracted = extract(item)
@@ -118,7 +124,6 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
                 now=ctx.clock(),
             )
         return Outcome("error", reason=exc.code)
-    ref = ItemRef(item.feed_id, item.item_key, item.content_hash, item.url, raw)
     sketch = neardup.sketch(extracted.text)
     if state is not None and state.article_id is not None:
         return _changed(ctx, ref, state.article_id, extracted, sketch)

@@ -147,9 +147,9 @@ class NewsdeskWorker(SimpleWorker):
         return more
 
     def _prepare(self, jobs: list[Any]) -> None:
-        """Extraction and NER for the batch's new items in one go (workers.batch.prepare),
-        bounded by the first job's timeout. A failure here only costs the batching: each job
-        then does its own work, and reports its own errors."""
+        """Extraction, NER and storage for the batch's new items in one go
+        (workers.batch.prepare), bounded by the first job's timeout. A failure here only
+        costs the batching: each job then does its own work, and reports its own errors."""
         from workers.batch import prepare
 
         payloads = [j.args[0] for j in jobs if j.func_name == EXTRACT_FUNC and j.args]

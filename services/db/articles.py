@@ -43,6 +43,11 @@ class SightingState:
     content_hash: str
     error_code: str | None
 
+    def accounts_for(self, content_hash: str) -> bool:
+        """Whether the item's version ``content_hash`` needs no new article: the item is on a
+        stored article already (a new version is an update), or this version was handled."""
+        return self.article_id is not None or self.content_hash == content_hash
+
 
 @dataclass(frozen=True)
 class ItemRef:
