@@ -171,19 +171,20 @@ def test_duplicates_by_url_and_by_text(settings: Settings, db: Any, burst: Any) 
     assert len(events) == 1
 
 
+def _porto_versions(feed_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One feed item in two versions: the second edits its title and text."""
+    url = "https://news.test/fire"
+    first = feed_payload(feed_id, "g1", url=url, title="Fire in Porto", summary="A fire broke out.")
+    edited = "A fire broke out in Porto. Firefighters contained it."
+    second = feed_payload(feed_id, "g1", url=url, title="Fire in Porto contained", summary=edited)
+    return first, second
+
+
 def test_changed_item_updates_article(settings: Settings, db: Any, burst: Any) -> None:
     fid = _feed(db)
-    url = "https://news.test/fire"
-    first = feed_payload(fid, "g1", url=url, title="Fire in Porto", summary="A fire broke out.")
+    first, second = _porto_versions(fid)
     enqueue(settings, first)
     burst()
-    second = feed_payload(
-        fid,
-        "g1",
-        url=url,
-        title="Fire in Porto contained",
-        summary="A fire broke out in Porto. Firefighters contained it.",
-    )
     enqueue(settings, second)
     burst()
     with db() as s:
@@ -402,16 +403,7 @@ def test_a_batch_is_stored_in_one_transaction_with_each_jobs_own_result(
 def test_two_versions_of_an_item_in_one_batch_update_as_one_by_one(
     settings: Settings, db: Any, burst: Any
 ) -> None:
-    fid = _feed(db)
-    url = "https://news.test/fire"
-    first = feed_payload(fid, "g1", url=url, title="Fire in Porto", summary="A fire broke out.")
-    second = feed_payload(
-        fid,
-        "g1",
-        url=url,
-        title="Fire in Porto contained",
-        summary="A fire broke out in Porto. Firefighters contained it.",
-    )
+    first, second = _porto_versions(_feed(db))
     assert enqueue(settings, first) and enqueue(settings, second)
     assert burst() == 2
     with db() as s:
