@@ -436,6 +436,79 @@ def test_a_failing_batch_transaction_leaves_each_job_its_prepared_item(
     assert _job_results(settings)["c"]["status"] == "duplicate"
 
 
+class _Died(BaseException):
+    """Stands for the process dying: nothing in the worker catches it."""
+
+
+def _take_batch(settings: Settings, db: Any) -> tuple[Any, Any, list[str]]:
+    """A batch worker, its queue and the ids of the mixed batch's jobs, all waiting."""
+    from workers.runner import make_worker
+
+    for payload in _mixed_batch(db):
+        assert enqueue(settings, payload)
+    worker = make_worker(settings)
+    queue = worker.queues[0]
+    return worker, queue, list(queue.job_ids)
+
+
+def _statuses(queue: Any, ids: list[str]) -> list[str]:
+    return [queue.fetch_job(i).get_status() for i in ids]
+
+
+def test_a_process_dying_while_it_marks_its_batch_leaves_all_of_it_or_none_started(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rq retries an abandoned job only if it is STARTED: a batch half marked would strand
+    its unmarked jobs. Dying at the second job's mark leaves none started, all of them in
+    rq's intermediate queue, whose sweep retries them."""
+    from rq.job import Job
+
+    worker, queue, ids = _take_batch(settings, db)
+    marks = 0
+    real = Job.prepare_for_execution
+
+    def dies_at_the_second(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal marks
+        marks += 1
+        if marks == 2:
+            raise _Died
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Job, "prepare_for_execution", dies_at_the_second)
+    job, _ = queue.dequeue_any([queue], None, connection=worker.connection,
+                               serializer=worker.serializer)  # fmt: skip
+    with pytest.raises(_Died):
+        worker.execute_job(job, queue)
+    assert marks == 2 and len(ids) == 4
+    assert set(_statuses(queue, ids)) == {"queued"}
+    assert sorted(queue.intermediate_queue.get_job_ids()) == sorted(ids)
+
+
+def test_every_job_of_a_batch_whose_process_died_is_retried(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import workers.batch
+    from workers.runner import HEARTBEAT_TTL
+
+    def dies(ctx: Any, raws: Any) -> int:
+        raise _Died
+
+    monkeypatch.setattr(workers.batch, "prepare", dies)
+    worker, queue, ids = _take_batch(settings, db)
+    job, _ = queue.dequeue_any([queue], None, connection=worker.connection,
+                               serializer=worker.serializer)  # fmt: skip
+    with pytest.raises(_Died):
+        worker.execute_job(job, queue)
+    assert set(_statuses(queue, ids)) == {"started"}
+    assert queue.intermediate_queue.get_job_ids() == []
+    # No heartbeat any more: rq's maintenance finds every job of the batch abandoned.
+    queue.started_job_registry.cleanup(timestamp=time.time() + HEARTBEAT_TTL + 1)
+    assert set(_statuses(queue, ids)) == {"scheduled"}, "each waits for its retry"
+    assert sorted(queue.scheduled_job_registry.get_job_ids()) == sorted(ids)
+
+
 def _article_id(db: Any, title: str) -> int:
     with db() as s:
         return int(s.scalars(select(Article.id).where(Article.title == title)).one())

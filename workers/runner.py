@@ -22,6 +22,7 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as rq_now
 from rq.worker import WorkerStatus
 
 from services.config import Settings
@@ -93,13 +94,8 @@ class NewsdeskWorker(SimpleWorker):
 
     def execute_job(self, job: Any, queue: Any) -> None:
         jobs = [job, *self._more_jobs(job, queue)]
-        # Every job in hand is marked started (status, started registry, heartbeat) before any
-        # runs: if this process dies, rq's cleanup retries each of them (it only retries
-        # STARTED jobs), and none is left behind in rq's intermediate queue.
         running = [(j, self.prepare_execution(j)) for j in jobs]
-        for one in jobs:
-            super().prepare_job_execution(one, remove_from_intermediate_queue=len(self.queues) == 1)
-            self._marked.add(one.id)
+        self._mark_started(jobs, queue)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
@@ -128,6 +124,28 @@ class NewsdeskWorker(SimpleWorker):
             self._marked.discard(job.id)
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def _mark_started(self, jobs: list[Any], queue: Any) -> None:
+        """Mark every job in hand started (status, worker, heartbeat) and take it out of rq's
+        intermediate queue, all in one Redis transaction, before any of them runs.
+
+        rq's cleanup retries an abandoned job only if its status is STARTED, and drops the
+        registry entries of the others. Marked one by one, a process killed between two marks
+        would leave the later jobs of its batch registered but QUEUED: out of the started
+        registry at the next cleanup, and back only when rq's intermediate-queue sweep fails
+        them minutes later. In one transaction, the batch is either all started or none.
+        """
+        ttl = self.get_heartbeat_ttl(jobs[0])
+        with self.connection.pipeline(transaction=True) as pipe:
+            self.heartbeat(ttl, pipeline=pipe)
+            for one in jobs:
+                one.heartbeat(rq_now(), ttl, pipeline=pipe)
+                one.prepare_for_execution(self.name, pipeline=pipe)
+                pipe.persist(one.key)
+                if len(self.queues) == 1:
+                    pipe.lrem(queue.intermediate_queue_key, 1, one.id)
+            pipe.execute()
+        self._marked.update(one.id for one in jobs)
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
         """Up to ``batch - 1`` further jobs already waiting in ``queue`` (never blocks), when
