@@ -24,6 +24,25 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+def forks_die_with_this_process() -> None:
+    """Arm the parent-death signal in every process forked from this one from now on.
+
+    rq's worker forks its scheduler with ``multiprocessing``, and a fork does not inherit
+    the parent-death signal: a worker killed with SIGKILL (the OOM killer, a crash) would
+    leave its scheduler running on its own, holding the scheduler lock, for good. Armed in
+    the child right after the fork, SIGTERM stops it warmly instead (rq's scheduler releases
+    its locks). A parent already gone by then is caught by the check that follows.
+    """
+    parent = os.getpid()
+
+    def armed() -> None:
+        die_with_parent()
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    os.register_at_fork(after_in_child=armed)
+
+
 def detach_and_die_with_parent() -> None:
     """New session (so a terminal's Ctrl-C reaches only the supervisor) + parent-death signal."""
     os.setsid()

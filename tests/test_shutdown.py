@@ -33,6 +33,7 @@ from services.db import feeds
 from services.poller.service import LEASE, STOP_GRACE
 from services.queue import extract_queue, webhook_queue
 from tests.conftest import REPO
+from tests.faults.cluster import descendants
 from tests.test_webhooks import FAST, Hooks, Receiver, receiver  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -133,6 +134,39 @@ def test_worker_finishes_the_job_in_hand_and_leaves_the_rest_queued(
     assert waiting.get_status(refresh=True) == JobStatus.QUEUED  # handed on, not lost
     assert queue.job_ids == [waiting.id]
     assert _workers(redis_conn, queue) == 0  # each worker deregistered itself
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_killed_worker_leaves_no_scheduler_behind(
+    settings: Settings, redis_conn: redis.Redis, start: Callable[..., Role]
+) -> None:
+    """rq's scheduler runs in a process forked by the worker. SIGKILL gives the worker no
+    chance to stop it: the scheduler must end by itself and hand its lock back."""
+    from rq.scheduler import RQScheduler
+
+    queue = extract_queue(settings, redis_conn)
+    lock = RQScheduler.get_locking_key(queue.name)
+    role = start(["worker", "--workers", "1"])
+    role.wait_for(lambda: _workers(redis_conn, queue) == 1, "worker registered", 60)
+    role.wait_for(lambda: bool(descendants(role.proc.pid)), "its scheduler process")
+    (scheduler,) = descendants(role.proc.pid)
+    role.wait_for(lambda: bool(redis_conn.exists(lock)), "the scheduler lock taken")
+
+    os.kill(role.proc.pid, signal.SIGKILL)
+    role.proc.wait()
+
+    deadline = time.monotonic() + 10
+    while _alive(scheduler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(scheduler), "the scheduler outlived its worker"
+    assert not redis_conn.exists(lock), "the scheduler stopped warmly, releasing its lock"
 
 
 # -- deliver ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from services.core.page import warm_up
 from services.db.engine import make_engine, session_factory
 from services.logs import bind, setup_logging
 from services.metrics import Recorder
-from services.procs import detach_and_die_with_parent, tune_gc
+from services.procs import detach_and_die_with_parent, forks_die_with_this_process, tune_gc
 from services.queue import EXTRACT_FUNC, extract_queue, redis_client
 from workers.context import WorkerContext, current, install
 from workers.nlp import Recogniser, known_names_loader, load_model
@@ -216,6 +216,7 @@ def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
     context = build_context(settings)
     install(context)
     tune_gc()
+    forks_die_with_this_process()  # rq's scheduler process ends with this one
     worker = make_worker(settings, name=f"newsdesk-{os.uname().nodename}-{os.getpid()}")
     try:
         # rq logs several lines per job; newsdesk logs one summary line per item instead.
