@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +67,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from extract import paragraph_pool  # noqa: E402
 
+from services.queue import RESULT_TTL  # noqa: E402
 from tests import pages as real  # noqa: E402
 
 PARAGRAPHS = 6
@@ -92,7 +94,9 @@ class World:
     trickle: bool = False
     started: float = 0.0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis: Any = None
     rss: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    redis_mb: list[float] = field(default_factory=list)  # Redis used_memory, each sample
 
     def build(self, seed: int = 7) -> None:
         pool, headlines = paragraph_pool()
@@ -387,6 +391,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(args.warmup)  # models loaded before the first poll
             rss_start = {r: sum(memory(p, "VmRSS") for p in ps)
                          for r, ps in role_pids(procs).items()}  # fmt: skip
+            world.redis = redis.Redis.from_url(env["REDIS_URL"])
             world.started = time.monotonic()
             procs["poller"] = newsdesk(["poller"], env, log)
             world.procs = procs
@@ -417,7 +422,6 @@ def environment(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> dict[s
         redis_url = stack.enter_context(EmbeddedRedis(tmp / "redis", persistent=True)).url
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
     else:
-        import redis
         from sqlalchemy import create_engine, text
 
         database_url, redis_url = args.database_url, args.redis_url
@@ -504,6 +508,7 @@ async def sample_api(
         if not counts or stored != counts[-1][1]:
             last_change = now
         counts.append((now, stored, depth))
+        world.redis_mb.append(redis_used_mb(world.redis))
         if now >= next_rss:  # each role's resident memory, once a minute
             next_rss = now + 60
             for role, pids in role_pids(world.procs).items():
@@ -514,6 +519,11 @@ async def sample_api(
         if done or now - last_change > args.stall:
             return listed, counts
         await asyncio.sleep(0.25)
+
+
+def redis_used_mb(conn: Any) -> float:
+    """The Redis server's ``used_memory`` (all of it: the bench's database is the busy one)."""
+    return float(conn.info("memory")["used_memory"]) / 2**20
 
 
 def _metric(text: str, name: str) -> float:
@@ -559,6 +569,10 @@ def report(
     hook_lat = [t - world.seen_at[u] for _, u, t in world.hooks if u in world.seen_at]
     print(f"  poll -> listed by the API ({len(api_lat)}): {percentiles(api_lat)}")
     print(f"  poll -> webhook received ({len(hook_lat)} deliveries): {percentiles(hook_lat)}")
+    if world.redis_mb:
+        print(f"  memory Redis used_memory start {world.redis_mb[0]:6.0f} MB, peak "
+              f"{max(world.redis_mb):6.0f} MB, end {world.redis_mb[-1]:6.0f} MB "
+              f"(finished jobs keep their payload for {RESULT_TTL} s)")  # fmt: skip
     for role in peaks:
         print(f"  memory {role:10s} peak {peaks[role]:6.0f} MB   RSS start "
               f"{rss_start.get(role, 0):6.0f} MB, end {rss_end[role]:6.0f} MB")  # fmt: skip

@@ -17,7 +17,12 @@ EXTRACT_FUNC = "workers.jobs.extract_item"
 REPROCESS_FUNC = "workers.jobs.reprocess_article"
 EXTRACT_RETRY_INTERVALS = [10, 60, 300]
 FAILURE_TTL = 7 * 24 * 3600
-RESULT_TTL = 3600
+# A finished extraction job keeps its payload (the item, and the article page the poller
+# fetched) in Redis for as long as its result. The item is in SQL by then (sightings, the
+# stored source), so a minute is kept: long enough for rq's unique enqueue to absorb a poll
+# that read the sightings just before the job stored its own, and for a dashboard to show
+# recent jobs, without holding an hour of article pages in a Redis that must not evict.
+RESULT_TTL = 60
 
 
 def redis_client(settings: Settings) -> redis.Redis:

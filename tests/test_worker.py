@@ -113,6 +113,32 @@ def test_seed_article_stored_with_entities(settings: Settings, db: Any, burst: A
     assert events[0].payload["article"]["id"] == article.id
 
 
+def test_a_finished_job_leaves_its_payload_in_redis_only_briefly(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    """A job's payload carries the item and the article page the poller fetched: once the
+    item is in SQL, Redis keeps it only for RESULT_TTL (a Redis that must not evict)."""
+    from services.queue import RESULT_TTL
+
+    fid = _feed(db)
+    import random
+
+    rng = random.Random(4)  # rq compresses job data: words that do not repeat much
+    words = " ".join(f"w{rng.randrange(10**6)}" for _ in range(20_000))
+    page = f"<html><body><article><p>Rail strike talks resume. {words}</p></article>"
+    payload = feed_payload(fid, "big", url="https://news.test/big", title="Talks",
+                           summary="Rail strike talks resume.")  # fmt: skip
+    payload["page_html"], payload["page_url"] = page, "https://news.test/big"
+    assert enqueue(settings, payload)
+    conn = redis_client(settings)
+    queue = extract_queue(settings, conn)
+    (job_id,) = queue.job_ids
+    assert conn.memory_usage(f"rq:job:{job_id}", samples=0) > len(page) // 4  # the page is in it
+    assert burst() == 1
+    assert queue.finished_job_registry.get_job_ids() == [job_id]
+    assert 0 < conn.ttl(f"rq:job:{job_id}") <= RESULT_TTL <= 60
+
+
 def test_same_job_twice_changes_nothing(settings: Settings, db: Any, burst: Any) -> None:
     fid = _feed(db, "folder:/seeds", "folder")
     payload = file_payload(fid, SEED.name, SEED.read_text("utf-8"))
