@@ -649,3 +649,57 @@ def gzip_zeros(size: int) -> bytes:
     chunk = bytes(1024 * 1024)
     parts = [compressor.compress(chunk) for _ in range(size // len(chunk))]
     return b"".join(parts) + compressor.flush()
+
+
+# -- Redis full -------------------------------------------------------------------------------
+
+
+async def test_a_full_redis_refuses_jobs_and_the_next_poll_queues_every_item(
+    site: FeedSite, db: sessionmaker[Session], settings: Settings
+) -> None:
+    """Redis at ``maxmemory`` under ``noeviction`` answers OOM to an enqueue: the poll fails
+    without storing the feed's validators, and once Redis has room the next poll (after the
+    feed's lease) queues every item, each once. Nothing is dropped silently."""
+    import shutil
+    import tempfile
+
+    from services.embedded_redis import EmbeddedRedis
+    from services.poller.reconcile import Reconciler
+
+    here = Path(tempfile.mkdtemp(prefix="nd-oom-"))  # a unix socket path must stay short
+    try:
+        with EmbeddedRedis(here, persistent=False) as server:
+            conn = redis.Redis.from_url(server.url)
+            assert conn.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+            queue = extract_queue(settings, conn)
+            Reconciler(db, queue, sweep_interval=3600).run(NOW)  # the Redis is known
+            # rq's first enqueue loads its scripts (about 200 KB): done once before measuring.
+            warm = {"feed_id": 0, "item_key": "warm", "content_hash": "0"}
+            assert enqueue_extract(queue, warm, timeout=60)
+            queue.fetch_job(queue.job_ids[0]).delete()
+            used = int(conn.info("memory")["used_memory"])
+            conn.config_set("maxmemory", used + 96 * 1024)  # room for some of the jobs
+            feed_id = add_feed(db, site.serve("news", LATIMES, etag='"v1"'))
+            expected = job_ids(feed_id, versions(LATIMES))
+            async with Fetcher(settings) as fetcher:
+                poller = Poller(settings, sessions=db, queue=queue, fetcher=fetcher)
+
+                first = await poller.run_once(NOW)
+
+                assert first.errors == 1 and first.enqueued == 0
+                taken = set(queue.job_ids)
+                assert taken < expected and taken, "Redis took some of the jobs, then refused"
+                row = feed_row(db, feed_id)
+                assert row.etag is None and row.body_hash is None and row.error_count == 0
+                assert row.next_poll_at == NOW + service.LEASE
+
+                conn.config_set("maxmemory", 0)
+                second = await poller.run_once(NOW + service.LEASE)
+
+            assert second.errors == 0
+            assert second.enqueued == len(expected) - len(taken)
+            assert second.already_queued == len(taken)
+            assert sorted(queue.job_ids) == sorted(expected)
+            assert feed_row(db, feed_id).etag == '"v1"'
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
