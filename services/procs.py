@@ -24,8 +24,13 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+_forking_pid = 0  # set just before each fork; the child reads its copy
+_forks_armed = False
+
+
 def forks_die_with_this_process() -> None:
-    """Arm the parent-death signal in every process forked from this one from now on.
+    """Arm the parent-death signal in every process forked from this one from now on
+    (and in what those fork in turn, each tied to its own parent).
 
     rq's worker forks its scheduler with ``multiprocessing``, and a fork does not inherit
     the parent-death signal: a worker killed with SIGKILL (the OOM killer, a crash) would
@@ -33,14 +38,22 @@ def forks_die_with_this_process() -> None:
     the child right after the fork, SIGTERM stops it warmly instead (rq's scheduler releases
     its locks). A parent already gone by then is caught by the check that follows.
     """
-    parent = os.getpid()
+    global _forks_armed
+    if _forks_armed:
+        return
+    _forks_armed = True
+    os.register_at_fork(before=_note_forking_pid, after_in_child=_arm_child)
 
-    def armed() -> None:
-        die_with_parent()
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
 
-    os.register_at_fork(after_in_child=armed)
+def _note_forking_pid() -> None:
+    global _forking_pid
+    _forking_pid = os.getpid()
+
+
+def _arm_child() -> None:
+    die_with_parent()
+    if os.getppid() != _forking_pid:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def detach_and_die_with_parent() -> None:

@@ -1,4 +1,5 @@
-"""`newsdesk up`'s supervisor restarts children with backoff without ever blocking shutdown."""
+"""Process supervision: `newsdesk up` restarts children with backoff without ever blocking
+shutdown, and processes forked by a role end with it."""
 
 from __future__ import annotations
 
@@ -36,3 +37,62 @@ def test_restart_backoff_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(spawned) == 1
     assert child.restart_at is not None and child.restart_at - time.monotonic() > 20
     supervisor._stop_children([child])
+
+
+FORKING = """
+import os, sys, time
+from services.procs import forks_die_with_this_process
+forks_die_with_this_process()
+if os.fork() == 0:
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(60)
+    os._exit(0)
+print("forked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_forks_end_with_the_process_that_forked_them() -> None:
+    """A child and a grandchild forked (no exec) after forks_die_with_this_process: killing
+    the top process with SIGKILL ends the child, whose end ends the grandchild."""
+    import os
+    import signal
+
+    from tests.conftest import REPO
+    from tests.faults.cluster import descendants
+
+    top = subprocess.Popen([sys.executable, "-c", FORKING], cwd=REPO, stdout=subprocess.PIPE)
+    try:
+        assert top.stdout is not None and top.stdout.readline() == b"forked\n"
+        deadline = time.monotonic() + 5
+        while len(below := descendants(top.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(below) == 2, "a child and a grandchild, both alive"
+        time.sleep(0.2)  # both still alive: arming the signal did not end either
+        assert all(os.path.exists(f"/proc/{pid}") for pid in below)
+        os.kill(top.pid, signal.SIGKILL)
+        top.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_running(pid) for pid in below):
+            time.sleep(0.02)
+        left = [pid for pid in below if _running(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, "a fork outlived the process that forked it"
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
