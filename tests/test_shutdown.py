@@ -34,7 +34,7 @@ from services.db import feeds
 from services.poller.service import LEASE, STOP_GRACE
 from services.queue import extract_queue, webhook_queue
 from tests.conftest import REPO
-from tests.faults.cluster import descendants
+from tests.faults.cluster import alive, descendants
 from tests.test_webhooks import FAST, Hooks, Receiver, receiver  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -137,14 +137,6 @@ def test_worker_finishes_the_job_in_hand_and_leaves_the_rest_queued(
     assert _workers(redis_conn, queue) == 0  # each worker deregistered itself
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _forks(pid: int) -> list[int]:
     """The live processes below ``pid`` forked without exec (same command line): rq's
     scheduler (the worker restarts it if it ends), not helpers such as multiprocessing's
@@ -153,7 +145,7 @@ def _forks(pid: int) -> list[int]:
     found = []
     for child in descendants(pid):
         with contextlib.suppress(OSError):
-            if _alive(child) and Path(f"/proc/{child}/cmdline").read_bytes() == own:
+            if alive(child) and Path(f"/proc/{child}/cmdline").read_bytes() == own:
                 found.append(child)
     return found
 
@@ -177,9 +169,9 @@ def test_a_killed_worker_leaves_no_scheduler_behind(
     role.proc.wait()
 
     deadline = time.monotonic() + 10
-    while any(map(_alive, schedulers)) and time.monotonic() < deadline:
+    while any(map(alive, schedulers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [pid for pid in schedulers if _alive(pid)]
+    left = [pid for pid in schedulers if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)  # this test leaves no orphan either way
     assert not left, "the scheduler outlived its worker"

@@ -62,7 +62,7 @@ def test_forks_end_with_the_process_that_forked_them() -> None:
     import signal
 
     from tests.conftest import REPO
-    from tests.faults.cluster import descendants
+    from tests.faults.cluster import alive, descendants
 
     top = subprocess.Popen([sys.executable, "-c", FORKING], cwd=REPO, stdout=subprocess.PIPE)
     try:
@@ -76,9 +76,9 @@ def test_forks_end_with_the_process_that_forked_them() -> None:
         os.kill(top.pid, signal.SIGKILL)
         top.wait()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_running(pid) for pid in below):
+        while time.monotonic() < deadline and any(alive(pid) for pid in below):
             time.sleep(0.02)
-        left = [pid for pid in below if _running(pid)]
+        left = [pid for pid in below if alive(pid)]
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         assert not left, "a fork outlived the process that forked it"
@@ -86,13 +86,3 @@ def test_forks_end_with_the_process_that_forked_them() -> None:
         if top.poll() is None:
             top.kill()
             top.wait()
-
-
-def _running(pid: int) -> bool:
-    from pathlib import Path
-
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
