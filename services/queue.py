@@ -34,6 +34,26 @@ def extract_queue(settings: Settings, connection: redis.Redis) -> Queue:
     return Queue(settings.extract_queue, connection=connection, serializer=JSONSerializer)
 
 
+# Share of Redis' maxmemory past which pollers queue nothing more (see `backlog`).
+REDIS_MEMORY_HIGH_WATER = 0.8
+
+
+def backlog(queue: Queue) -> tuple[int, float | None]:
+    """(jobs waiting in ``queue``, share of Redis' ``maxmemory`` in use), in one round trip;
+    the share is None when Redis has no ``maxmemory`` (or does not say).
+
+    The queue's length alone does not bound Redis: each job carries its item and maybe its
+    article page. Under ``noeviction`` a full Redis refuses every write, so pollers stop
+    short of it and leave the room to the workers, whose bookkeeping needs it.
+    """
+    with queue.connection.pipeline(transaction=False) as pipe:
+        pipe.llen(queue.key)
+        pipe.info("memory")
+        depth, memory = pipe.execute()
+    limit = int(memory.get("maxmemory") or 0)
+    return int(depth), (int(memory["used_memory"]) / limit if limit else None)
+
+
 def extract_job_id(feed_id: int, item_key: str, content_hash: str) -> str:
     """Deterministic: the same version of the same item always maps to the same job."""
     digest = hashlib.sha256(f"{feed_id}\x1f{item_key}\x1f{content_hash}".encode()).hexdigest()

@@ -22,7 +22,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # Services that run the newsdesk image, and what each must wait for.
 ROLES = ("migrate", "api", "poller", "worker", "dispatcher", "deliver")
 LONG_RUNNING = ("api", "poller", "worker", "dispatcher", "deliver")
-THIRD_PARTY_ENV = ("POSTGRES_", "RQ_DASHBOARD_")
+THIRD_PARTY_ENV = ("POSTGRES_", "RQ_DASHBOARD_", "REDIS_MAXMEMORY")
 DOCKER_DEFAULT_GRACE = 10.0
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?+][^}]*)?\}")
 
@@ -121,6 +121,7 @@ def test_redis_is_durable_and_never_evicts() -> None:
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "everysec"
     assert options["--maxmemory-policy"] == "noeviction"
+    assert _interpolate(options["--maxmemory"]) == "1gb"  # bounded: pollers hold off at 80%
     assert any(v.split(":")[1] == "/data" for v in redis["volumes"])  # where the AOF lives
     assert redis["volumes"][0].split(":")[0] in COMPOSE["volumes"]
 

@@ -220,6 +220,43 @@ async def _backpressure_round(
     assert stats.backpressure == 0 and stats.enqueued > 0
 
 
+async def test_a_nearly_full_redis_pauses_claiming_and_loses_nothing(
+    site: Site, settings: Settings, db: sessionmaker[Session]
+) -> None:
+    """Past REDIS_MEMORY_HIGH_WATER of ``maxmemory`` pollers claim nothing, however short
+    the queue: the room left is the workers'. Once Redis has room the feed is polled."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import redis
+
+    from services.embedded_redis import EmbeddedRedis
+    from services.queue import REDIS_MEMORY_HIGH_WATER, backlog
+
+    here = Path(tempfile.mkdtemp(prefix="nd-mem-"))  # a unix socket path must stay short
+    try:
+        with EmbeddedRedis(here, persistent=False) as server:
+            conn = redis.Redis.from_url(server.url)
+            queue: Queue = extract_queue(settings, conn)
+            feed_id = add(db, site.url("/news"))
+            used = int(conn.info("memory")["used_memory"])
+            conn.config_set("maxmemory", int(used / (REDIS_MEMORY_HIGH_WATER + 0.05)))
+            depth, share = backlog(queue)
+            assert depth == 0 and share is not None and share >= REDIS_MEMORY_HIGH_WATER
+            async with Fetcher(settings) as fetcher:
+                poller = Poller(settings, sessions=db, queue=queue, fetcher=fetcher)
+                assert (await poller.run_once(NOW)).backpressure == 1
+                assert site.hits["/news"] == 0 and row(db, feed_id).next_poll_at == NOW
+                conn.config_set("maxmemory", 0)
+                assert backlog(queue) == (0, None)
+                stats = await poller.run_once(NOW)
+            assert stats.backpressure == 0 and stats.enqueued > 0
+            assert site.hits["/news"] == 1
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+
+
 async def test_two_pollers_poll_each_feed_once_per_cycle(
     site: Site, settings: Settings, db: sessionmaker[Session], redis_conn: Any, gate: Politeness
 ) -> None:

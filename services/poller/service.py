@@ -35,7 +35,13 @@ from services.poller.politeness import HostBusy, HostPolicy, Politeness
 from services.poller.reconcile import Reconciler
 from services.poller.writer import GroupWriter
 from services.procs import tune_gc
-from services.queue import enqueue_extract, extract_queue, redis_client
+from services.queue import (
+    REDIS_MEMORY_HIGH_WATER,
+    backlog,
+    enqueue_extract,
+    extract_queue,
+    redis_client,
+)
 from services.sources.feed import FeedItem, ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
 
@@ -156,15 +162,17 @@ class Poller:
     async def run_once(self, now: datetime) -> CycleStats:
         """Claim the due sources of both kinds and poll them; one source's failure is its own.
 
-        While the extraction queue is at its high-water mark nothing is claimed: the sources
-        stay due and are polled once the workers have caught up, so nothing is lost. Each
+        While the extraction queue is at its high-water mark, or Redis is near its
+        ``maxmemory``, nothing is claimed: the sources stay due and are polled once the
+        workers have caught up, so nothing is lost. Each
         cycle first repairs work Redis lost (``reconcile.py``).
         """
         await asyncio.to_thread(self._reconciler.run, now)
-        depth = await asyncio.to_thread(lambda: self._queue.count)
-        if depth >= self._settings.queue_high_water:
-            log.warning("poller.backpressure queued=%d high_water=%d", depth,
-                        self._settings.queue_high_water)  # fmt: skip
+        depth, memory = await asyncio.to_thread(backlog, self._queue)
+        if depth >= self._settings.queue_high_water or (memory or 0) >= REDIS_MEMORY_HIGH_WATER:
+            log.warning("poller.backpressure queued=%d high_water=%d redis_memory=%s", depth,
+                        self._settings.queue_high_water,
+                        "n/a" if memory is None else f"{memory:.0%}")  # fmt: skip
             return CycleStats(backpressure=1)
         http_due = await self._claim("http", now)
         folder_due = await self._claim("folder", now)
