@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio as aioredis
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
@@ -57,6 +58,11 @@ LEASE = timedelta(minutes=10)
 # A live poll takes at most about this many HTTP timeouts (a wait for its host, the feed,
 # then its article pages a few at a time).
 LEASE_TIMEOUTS = 30
+# A poll that failed on our side of Redis (the queue went away mid-poll) is due again after
+# this instead of its whole lease: a restarted Redis delays its feeds by seconds, not
+# minutes. While Redis is still down the next cycle fails before claiming, so the
+# publisher is not fetched again in the meantime.
+QUEUE_RETRY = timedelta(seconds=5)
 # How long one poll may wait for its host's turn before it is put off to a later cycle.
 HOST_MAX_WAIT = 5.0
 # On SIGTERM a cycle in progress gets this long to finish before it is abandoned (within
@@ -190,10 +196,12 @@ class Poller:
             started = time.monotonic()
             try:
                 stats, status, http, size = await self._attempt(poll, feed, now)
-            except Exception:
-                # Not the source's fault (database, Redis): leave the feed to its lease.
+            except Exception as exc:
+                # Not the source's fault (database, Redis): no error is recorded against it.
                 log.exception("feed.poll_failed feed_id=%d", feed.id)
                 self._metrics.add("newsdesk_polls_total", kind=feed.kind, outcome="failed")
+                if isinstance(exc, redis.RedisError):
+                    await self._retry_soon(feed, now)
                 return CycleStats(errors=1)
         word = status.split(" ", 1)[0]
         outcome = word if word in POLL_OUTCOMES else "error"
@@ -292,6 +300,14 @@ class Poller:
             already_queued=duplicates, errors=len(bad),
         )  # fmt: skip
         return stats, "ok", None, sum(len(e.text or "") for e in fresh)
+
+    async def _retry_soon(self, feed: FeedRecord, now: datetime) -> None:
+        """Make a feed whose poll Redis failed due after QUEUE_RETRY; if SQL fails too, the
+        feed keeps its lease."""
+        try:
+            await self._writer.submit(feeds.schedule, feed_id=feed.id, when=now + QUEUE_RETRY)
+        except Exception:
+            log.warning("feed.retry_not_scheduled feed_id=%d", feed.id, exc_info=True)
 
     # -- blocking helpers (run in threads) --------------------------------------------------
 
