@@ -19,6 +19,14 @@ from services.db.upsert import insert_for, insert_ignore
 MAX_BACKOFF = timedelta(hours=24)
 
 
+TITLE_MAX = 1000  # characters of a feed's title kept
+
+
+def stored_title(title: str | None) -> str | None:
+    """A feed's title as a poll stores it."""
+    return title[:TITLE_MAX] if title else None
+
+
 def key_hash(item_key: str) -> str:
     return hashlib.sha256(item_key.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -170,7 +178,7 @@ def record_success(
         "p_id": feed_id, "p_now": now, "p_status": status, "p_next": next_poll_at,
         "p_interval_seconds": interval_seconds, "p_etag": etag,
         "p_last_modified": last_modified, "p_body_hash": body_hash, "p_ttl_seconds": ttl_seconds,
-        "p_title": title[:1000] if title else None,
+        "p_title": stored_title(title),
         "p_site_url": site_url[:2048] if site_url else None,
     }  # fmt: skip
     # The common case, a feed without errors, is one UPDATE and no read.
@@ -321,7 +329,7 @@ def update_feed(
     if fulltext is not None:
         row.fulltext = fulltext
     if title is not UNSET:
-        row.title = None if title is None else str(title)[:1000]
+        row.title = None if title is None else str(title)[:TITLE_MAX]
     if interval_override is not UNSET:
         row.interval_override = None if interval_override is None else int(str(interval_override))
         if row.interval_override is not None:

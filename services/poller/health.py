@@ -149,5 +149,6 @@ class FeedHealth:
             last_modified=result.last_modified, body_hash=body_hash, ttl_seconds=ttl,
             title=parsed.title if parsed else None, site_url=parsed.site_url if parsed else None,
         )  # fmt: skip
-        if parsed is not None and parsed.title and parsed.title[:1000] != feed.title:
+        title = feeds.stored_title(parsed.title) if parsed else None
+        if title is not None and title != feed.title:
             self._shown_changed()
