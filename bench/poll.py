@@ -49,7 +49,8 @@ from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Feed  # noqa: E402
 from services.fetch import Fetcher  # noqa: E402
 from services.poller.politeness import HostPolicy, Politeness  # noqa: E402
-from services.poller.service import Poller, run_loop  # noqa: E402
+from services.poller.role import run_loop  # noqa: E402
+from services.poller.service import Poller  # noqa: E402
 from services.procs import tune_gc  # noqa: E402
 from services.queue import extract_queue  # noqa: E402
 

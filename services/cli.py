@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = settings.with_overrides(api_processes=max(1, args.processes))
             run_api(settings)
         elif args.command == "poller":
-            from services.poller.service import run as run_poller
+            from services.poller.role import run as run_poller
 
             run_poller(settings)
         elif args.command == "worker":

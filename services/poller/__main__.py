@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.config import Settings
 from services.logs import setup_logging
-from services.poller.service import run
+from services.poller.role import run
 
 
 def main() -> None:

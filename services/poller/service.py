@@ -8,16 +8,14 @@ import hashlib
 import logging
 import math
 import random
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,29 +24,24 @@ from services.config import Settings
 from services.core.errors import NewsdeskError
 from services.core.records import FeedRecord
 from services.db import feeds
-from services.db.engine import make_engine, session_factory, transaction
-from services.fetch import Fetcher, FetchResult, HTTPStatusError, SupportsFetch
+from services.db.engine import transaction
+from services.fetch import FetchResult, HTTPStatusError, SupportsFetch
 from services.metrics import Recorder
 from services.poller.health import CycleStats, FeedHealth, PollOutcome, host_of
-from services.poller.pages import PageFetcher, page_settings
+from services.poller.pages import PageFetcher
 from services.poller.payloads import feed_payload, file_payload
-from services.poller.politeness import HostBusy, HostPolicy, Politeness
+from services.poller.politeness import HostBusy, Politeness
 from services.poller.reconcile import Reconciler
 from services.poller.writer import GroupWriter
-from services.procs import tune_gc
 from services.queue import (
     REDIS_MEMORY_HIGH_WATER,
     backlog,
     enqueue_extract,
-    extract_queue,
-    redis_client,
 )
 from services.sources.feed import FeedItem, ParsedFeed, parse_feed
 from services.sources.folder import FolderEntry, scan_folder
 
 log = logging.getLogger("newsdesk.poller")
-
-T = TypeVar("T")
 
 FOLDER_PREFIX = "folder:"
 CLAIM_LIMIT = 500  # feeds of one kind taken per cycle
@@ -170,8 +163,8 @@ class Poller:
 
         While the extraction queue is at its high-water mark, or Redis is near its
         ``maxmemory``, nothing is claimed: the sources stay due and are polled once the
-        workers have caught up, so nothing is lost. Each
-        cycle first repairs work Redis lost (``reconcile.py``).
+        workers have caught up, so nothing is lost. Each cycle first repairs work Redis lost
+        (``reconcile.py``).
         """
         await asyncio.to_thread(self._reconciler.run, now)
         depth, memory = await asyncio.to_thread(backlog, self._queue)
@@ -373,59 +366,3 @@ def _digest_and_parse(
 
 # Poll outcomes counted by /metrics; any other status word is a source error.
 POLL_OUTCOMES = frozenset({"ok", "not_modified", "unchanged", "throttled", "deferred"})
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when it is installed (about twice the HTTP throughput of the
-    default loop for the poller's many short requests), else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
-def run(settings: Settings) -> None:
-    """Blocking entrypoint: poll until SIGINT or SIGTERM."""
-    if not logging.getLogger().handlers:
-        from services.logs import setup_logging
-
-        setup_logging(settings.log_level, "poller")
-    run_loop(_serve(settings))
-
-
-@contextlib.asynccontextmanager
-async def _politeness(settings: Settings) -> AsyncIterator[Politeness]:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
-    try:
-        yield Politeness(client, HostPolicy(settings.host_concurrency, settings.host_spacing))
-    finally:
-        await client.aclose()
-
-
-async def _serve(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
-    connection = redis_client(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with (
-            Fetcher(settings) as fetcher,
-            Fetcher(page_settings(settings)) as pages,
-            _politeness(settings) as gate,
-        ):
-            poller = Poller(
-                settings, sessions=session_factory(engine),
-                queue=extract_queue(settings, connection), fetcher=fetcher, politeness=gate,
-                page_fetcher=pages,
-            )  # fmt: skip
-            folder = await poller.ensure_folder_feed(datetime.now(UTC))
-            tune_gc()
-            log.info("poller.started folder_feed_id=%s", folder.id if folder else None)
-            await poller.run(stop)
-    finally:
-        connection.close()
-        engine.dispose()
-        log.info("poller.stopped")
