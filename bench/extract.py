@@ -246,7 +246,9 @@ def _run(queue: Queue, payloads: list[dict[str, Any]], *, done_before: int) -> N
 
 
 def _ended(queue: Queue) -> int:
-    return int(queue.finished_job_registry.count + queue.failed_job_registry.count)
+    """Jobs the bench's worker has ended, by its own counters: the finished-job registry
+    forgets a job after its result TTL (60 s), sooner than a long run takes."""
+    return sum(w.successful_job_count + w.failed_job_count for w in Worker.all(queue=queue))
 
 
 # -- setup ------------------------------------------------------------------------------------

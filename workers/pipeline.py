@@ -202,7 +202,9 @@ def _insert(
         story_id = stories.join_story(
             session, article_id=article_id, like=decision.story_like, now=now
         )
-    stories.index_article(session, article_id=article_id, sketch=sketch)
+    stories.index_article(
+        session, article_id=article_id, sketch=sketch, content_hash=extracted.content_hash
+    )
     event_id = _record(
         session,
         event_type="article.created",
@@ -289,7 +291,9 @@ def _changed(
             return Outcome("unchanged", article_id, reason="same_article")
         articles.save_source(session, article_id=article_id, payload=ref.payload, now=now)
         if "text" in changes["fields"]:
-            stories.index_article(session, article_id=article_id, sketch=sketch)
+            stories.index_article(
+                session, article_id=article_id, sketch=sketch, content_hash=extracted.content_hash
+            )
         if _update_capped(session, article_id, now):
             entities.store_entities(session, article_id=article_id, found=found, now=now)
             log.info(

@@ -62,8 +62,12 @@ _TITLES_LONGEST_FIRST = sorted(PERSON_TITLES, key=len, reverse=True)
 _TITLE_WORDS = frozenset(word for title in PERSON_TITLES for word in title.split())
 MAX_WIDEN_WORDS = 2
 _PRECEDING_NAME_RE = re.compile(r"(?<![\w.’'])([A-Z][a-zA-Z’'-]*[a-z]|[A-Z]\.) \Z")
-_TITLE_PHRASE_RES = tuple(
-    re.compile(rf"(?<!\w){re.escape(title)}(?!\w)") for title in PERSON_TITLES if " " in title
+# Every title of several words, at every place it starts (a zero-width match, so titles that
+# overlap are all found); longest first, so where two start together the longer one is taken.
+_TITLE_PHRASE_RE = re.compile(
+    r"(?<!\w)(?=("
+    + "|".join(re.escape(title) for title in _TITLES_LONGEST_FIRST if " " in title)
+    + r")(?!\w))"
 )
 _TITLE_PREFIX_RES = tuple(
     re.compile(rf"{re.escape(title)}(?:\s+|(?<=\.)(?=[A-Z]))", re.IGNORECASE)
@@ -160,7 +164,7 @@ def canonicalise(text: str, mentions: Sequence[RawMention]) -> list[ArticleEntit
 
 
 def _title_spans(text: str) -> list[tuple[int, int]]:
-    return [m.span() for pattern in _TITLE_PHRASE_RES for m in pattern.finditer(text)]
+    return [(m.start(), m.end(1)) for m in _TITLE_PHRASE_RE.finditer(text)]
 
 
 def _clean(text: str, raw: RawMention, others: Sequence[RawMention]) -> _Mention | None:

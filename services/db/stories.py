@@ -87,8 +87,21 @@ _BANDS_DELETE = delete(_BANDS).where(_BANDS.c.article_id == bindparam("id"))
 _BANDS_INSERT = insert(_BANDS)
 
 
-def index_article(session: Session, *, article_id: int, sketch: neardup.Sketch | None) -> None:
-    """Make the article's stored bands those of ``sketch`` (none for a short text)."""
+def index_article(
+    session: Session,
+    *,
+    article_id: int,
+    sketch: neardup.Sketch | None,
+    content_hash: str | None = None,
+) -> None:
+    """Make the article's stored bands those of ``sketch`` (none for a short text).
+
+    ``content_hash``: the hash of the text now stored on the article, when ``sketch`` is of
+    that text; its shingles are then remembered, so the next lookups that meet the article
+    as a candidate need not read and shingle its text again.
+    """
+    if sketch is not None and content_hash is not None:
+        _SHINGLES.put(article_id, content_hash, sketch.shingles)
     conn = core(session)
     conn.execute(_BANDS_DELETE, {"id": article_id})
     if sketch is None:

@@ -109,6 +109,30 @@ def test_widens_cut_off_given_name_and_drops_title_state() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "inside"),
+    [
+        # a title inside a longer one that starts at the same place, and one that starts later
+        ("Deputy Prime Minister Chrystia Freeland spoke.", "Minister"),
+        ("The Deputy Prime Minister spoke.", "Prime Minister"),
+        ("Former Vice President Mike Pence and Secretary of State Antony Blinken met.", "State"),
+    ],
+)
+def test_no_organisation_or_place_inside_a_title_phrase(text: str, inside: str) -> None:
+    spans = [RawMention(inside, "ORG", text.index(inside), text.index(inside) + len(inside))]
+    assert canonicalise(text, spans) == []
+
+
+def test_a_title_phrase_counts_only_as_whole_words() -> None:
+    # "Prime Ministers" is not the title "Prime Minister": "Ministers" may be an organisation.
+    text = "The Prime Ministership passed; Ministers met."
+    assert run(text, ("Ministers", "ORG")) == {"Ministers": "organization"}
+    text = "Prime Ministers Council met."
+    assert run(text, ("Prime Ministers Council", "ORG")) == {
+        "Prime Ministers Council": "organization"
+    }
+
+
+@pytest.mark.parametrize(
     ("text", "surface", "name"),
     [
         ("President Joe Biden spoke.", "Biden", "Joe Biden"),
