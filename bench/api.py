@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_scratch import scratch_environment
 from services.api import params, schemas
 from services.core.search import parse
-from services.db import reads
+from services.db import entity_reads, reads
 from services.db.apikeys import create_key
 from services.db.engine import make_engine, reading, session_factory, transaction
 from services.db.migrate import upgrade
@@ -221,7 +221,7 @@ def article_route(
     search = parse(q) if q else None
 
     def work(session: Session) -> Json:
-        groups = [reads.find_entity_ids(session, entity)] if entity else None
+        groups = [entity_reads.find_entity_ids(session, entity)] if entity else None
         found = reads.list_articles(session, limit=50, entity_ids=groups, search=search)
         last = found.items[-1] if found.more else None
         cursor = params.encode_article_cursor(last.sort_at, last.id) if last else None

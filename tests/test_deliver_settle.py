@@ -1,4 +1,4 @@
-"""Recording a group of results and leasing what follows (``leases.settle``), against real SQL.
+"""Recording a group of results and leasing what follows (``attempts.settle``), against real SQL.
 
 Each test fans events out to subscriptions, leases them as the dispatcher would, and settles
 outcomes as a delivery worker would, with ``now`` passed in.
@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.db import attempts as attempt_store
 from services.db import events, fanout, leases, subscriptions
 from services.db.engine import transaction
 from services.db.models import Delivery, DeliveryAttempt
@@ -59,10 +60,13 @@ def hand_out(
 
 
 def settle(
-    db: sessionmaker[Session], outcomes: list[leases.Outcome], policy: leases.Policy, limit: int
-) -> leases.Settled:
+    db: sessionmaker[Session],
+    outcomes: list[attempt_store.Outcome],
+    policy: leases.Policy,
+    limit: int,
+) -> attempt_store.Settled:
     with transaction(db) as s:
-        return leases.settle(
+        return attempt_store.settle(
             s, outcomes=outcomes, now=NOW + timedelta(seconds=1), policy=policy,
             rng=random.Random(1), limit=limit,
         )  # fmt: skip
@@ -83,7 +87,7 @@ def test_settle_records_and_leases_the_next_within_the_cap(db: sessionmaker[Sess
     held = hand_out(db, rules())
     assert sorted(lease.subscription_id for lease in held) == [first, first, second, second]
     done = next(h for h in held if h.subscription_id == first)
-    settled = settle(db, [leases.Outcome(*done, OK)], rules(), limit=50)
+    settled = settle(db, [attempt_store.Outcome(*done, OK)], rules(), limit=50)
     assert [v.status if v else None for v in settled.verdicts] == ["succeeded"]
     # The first subscription had one left in flight: room for one more. The second, not
     # part of this group, gets nothing here (the dispatcher hands its deliveries out).
@@ -113,7 +117,7 @@ def test_settle_leases_nothing_while_more_than_the_cap_is_in_flight(
     (sub,) = setup(db, subs=1, events_=8)
     held = hand_out(db, rules(concurrency=4))
     assert len(held) == 4
-    settled = settle(db, [leases.Outcome(*held[0], OK)], rules(concurrency=1), limit=50)
+    settled = settle(db, [attempt_store.Outcome(*held[0], OK)], rules(concurrency=1), limit=50)
     assert settled.leased == [] and settled.tasks == []
     assert len(in_flight(db, sub)) == 3
 
@@ -123,7 +127,7 @@ def test_settle_takes_subscriptions_in_turn_when_the_limit_is_short(
 ) -> None:
     subs = setup(db, subs=3, events_=6)
     held = hand_out(db, rules())
-    outcomes = [leases.Outcome(*lease, OK) for lease in held]  # every one done: room 2 each
+    outcomes = [attempt_store.Outcome(*lease, OK) for lease in held]  # every one done: room 2 each
     settled = settle(db, outcomes, rules(), limit=4)
     assert all(v is not None and v.status == "succeeded" for v in settled.verdicts)
     per_subscription = [sum(1 for x in settled.leased if x.subscription_id == s) for s in subs]
@@ -134,8 +138,8 @@ def test_settle_takes_subscriptions_in_turn_when_the_limit_is_short(
 def test_settle_ignores_a_stale_lease_and_a_repeated_outcome(db: sessionmaker[Session]) -> None:
     (sub,) = setup(db, subs=1, events_=3)
     first, second = hand_out(db, rules())
-    stale = leases.Outcome(second.delivery_id, second.token - 1, sub, OK)
-    outcomes = [leases.Outcome(*first, OK), leases.Outcome(*first, OK), stale]
+    stale = attempt_store.Outcome(second.delivery_id, second.token - 1, sub, OK)
+    outcomes = [attempt_store.Outcome(*first, OK), attempt_store.Outcome(*first, OK), stale]
     settled = settle(db, outcomes, rules(), limit=50)
     assert [v.status if v else None for v in settled.verdicts] == ["succeeded", None, None]
     assert [lease.subscription_id for lease in settled.leased] == [sub]  # room for one
@@ -154,8 +158,8 @@ def test_settle_after_a_410_leases_nothing_for_that_subscription(
     to_gone = next(h for h in held if h.subscription_id == gone)
     to_other = next(h for h in held if h.subscription_id == other)
     outcomes = [
-        leases.Outcome(*to_gone, AttemptResult(410, 2, error_code="http_410")),
-        leases.Outcome(*to_other, AttemptResult(500, 2, error_code="http_500")),
+        attempt_store.Outcome(*to_gone, AttemptResult(410, 2, error_code="http_410")),
+        attempt_store.Outcome(*to_other, AttemptResult(500, 2, error_code="http_500")),
     ]
     settled = settle(db, outcomes, rules(), limit=50)
     assert [v.status if v else None for v in settled.verdicts] == ["dead", "failed"]
@@ -173,7 +177,7 @@ def test_settle_signs_with_both_secrets_during_a_rotation(db: sessionmaker[Sessi
         old = subscriptions.get_subscription(s, sub).secret
         new = subscriptions.rotate_secret(s, sub, secret=new_secret(), now=NOW, grace=60).secret
     held = hand_out(db, rules())
-    settled = settle(db, [leases.Outcome(*held[0], OK)], rules(), limit=50)
+    settled = settle(db, [attempt_store.Outcome(*held[0], OK)], rules(), limit=50)
     assert [task.secrets for task in settled.tasks] == [(new, old)]
     with transaction(db) as s:
         (again,) = leases.send_tasks(s, leased=[settled.leased[0]], now=NOW + timedelta(hours=1))
@@ -241,11 +245,11 @@ def test_outcomes_carrying_their_lease_are_checked_by_the_write(
     assert [lease.delivery_id for lease in again][:2] == [first.delivery_id, second.delivery_id]
     fail = AttemptResult(500, 2, error_code="http_500")
     outcomes = [
-        leases.Outcome(*again[0], OK, 0),  # the current lease
-        leases.Outcome(tasks[1].delivery_id, tasks[1].token, sub, fail, 0),  # an older one
+        attempt_store.Outcome(*again[0], OK, 0),  # the current lease
+        attempt_store.Outcome(tasks[1].delivery_id, tasks[1].token, sub, fail, 0),  # an older one
     ]
     with transaction(db) as s:
-        settled = leases.settle(
+        settled = attempt_store.settle(
             s, outcomes=outcomes, now=later, policy=rules(), rng=random.Random(1), limit=50
         )
     assert [v.status if v else None for v in settled.verdicts] == ["succeeded", None]

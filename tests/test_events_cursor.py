@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
-from services.db import events, fanout, leases, subscriptions
+from services.db import attempts, events, fanout, leases, subscriptions
 from services.db.engine import make_engine, session_factory, transaction
 from services.webhooks.dispatcher import policy
 from services.webhooks.filters import Filters
@@ -152,7 +152,7 @@ async def test_deliveries_api_shows_attempts_and_redelivers(
         leased = leases.hand_out(s, now=NOW, policy=rules, limit=10)
     assert len(leased) == 2  # the concurrency cap (2) of one subscription
     with transaction(db) as s:
-        verdict = leases.record_attempt(
+        verdict = attempts.record_attempt(
             s, delivery_id=leased[0][0], token=leased[0][1], now=NOW, policy=rules,
             rng=random.Random(1),
             result=AttemptResult(status_code=503, latency_ms=12, error_code="http_503",

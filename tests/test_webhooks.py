@@ -585,7 +585,7 @@ def test_follow_ups_are_queued_when_other_jobs_wait(hooks: Hooks, receiver: Rece
 def test_recording_a_batch_applies_each_outcome_on_its_own(
     hooks: Hooks, receiver: Receiver
 ) -> None:
-    from services.db import leases
+    from services.db import attempts
     from services.webhooks.dispatcher import policy
     from services.webhooks.schedule import AttemptResult
 
@@ -595,14 +595,14 @@ def test_recording_a_batch_applies_each_outcome_on_its_own(
     held = [hooks.delivery(s.id) for s in subs]
     ok = AttemptResult(204, 3)
     outcomes = [
-        leases.Outcome(held[0].id, held[0].token, subs[0].id, ok),
-        leases.Outcome(held[1].id, held[1].token, subs[1].id,
+        attempts.Outcome(held[0].id, held[0].token, subs[0].id, ok),
+        attempts.Outcome(held[1].id, held[1].token, subs[1].id,
                        AttemptResult(503, 4, error_code="http_503", retry_after_seconds=0.5)),
-        leases.Outcome(held[2].id, held[2].token - 1, subs[2].id, ok),  # an older lease
-        leases.Outcome(held[0].id, held[0].token, subs[0].id, ok),  # the same lease again
+        attempts.Outcome(held[2].id, held[2].token - 1, subs[2].id, ok),  # an older lease
+        attempts.Outcome(held[0].id, held[0].token, subs[0].id, ok),  # the same lease again
     ]  # fmt: skip
     with transaction(hooks.db) as s:
-        verdicts = leases.record_attempts(
+        verdicts = attempts.record_attempts(
             s, outcomes=outcomes, now=now(), policy=policy(hooks.settings), rng=random.Random(1)
         )
     assert [v.status if v else None for v in verdicts] == ["succeeded", "failed", None, None]

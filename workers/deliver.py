@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.core.errors import ConfigError
-from services.db import leases
+from services.db import attempts, leases
+from services.db.attempts import Outcome
 from services.db.engine import make_engine, reading, session_factory, transaction
-from services.db.leases import Outcome, SendTask
+from services.db.leases import SendTask
 from services.logs import setup_logging
 from services.metrics import Recorder
 from services.queue import enqueue_deliveries, redis_client, webhook_queue
@@ -210,7 +211,7 @@ def _record(
         Outcome(t.delivery_id, t.token, t.subscription_id, r, t.attempts) for t, r in finished
     ]
     with transaction(ctx.sessions) as session:
-        settled = leases.settle(
+        settled = attempts.settle(
             session, outcomes=outcomes, now=utc_now(), policy=rules, rng=ctx.rng, limit=capacity
         )
         if chain:

@@ -15,7 +15,7 @@ from services.api import params, schemas
 from services.api.context import ENGINE, PROBE_TIMEOUT, REDIS, read
 from services.api.errors import problem
 from services.core.errors import NotFound
-from services.db import articles, feeds, reads
+from services.db import articles, entity_reads, feeds, reads
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ async def list_articles(request: web.Request) -> web.Response:
 
 def _resolve_entity(session: Session, ref: str) -> list[int]:
     """Ids a reference denotes; an unknown id is a 404, an unknown name matches nothing."""
-    ids = reads.find_entity_ids(session, ref)
+    ids = entity_reads.find_entity_ids(session, ref)
     if not ids and ref.isascii() and ref.isdigit():
         raise NotFound(f"no entity with id {ref}")
     return ids
@@ -82,7 +82,9 @@ async def list_entities(request: web.Request) -> web.Response:
     prefix = params.single(query, "prefix")
     found = await read(
         request,
-        lambda s: reads.list_entities(s, limit=limit, cursor=cursor, type=kind, prefix=prefix),
+        lambda s: entity_reads.list_entities(
+            s, limit=limit, cursor=cursor, type=kind, prefix=prefix
+        ),
     )
     last = found.items[-1] if found.more else None
     next_cursor = params.encode_cursor("entities", last.article_count, last.id) if last else None
@@ -94,7 +96,7 @@ async def get_entity(request: web.Request) -> web.Response:
     params.check_query(request, ())
     entity_id = params.parse_id(request.match_info["id"])
     now = datetime.now(UTC)
-    entity = await read(request, lambda s: reads.get_entity(s, entity_id, now=now))
+    entity = await read(request, lambda s: entity_reads.get_entity(s, entity_id, now=now))
     return web.json_response(schemas.entity_detail(entity))
 
 

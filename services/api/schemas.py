@@ -16,7 +16,8 @@ from services.api.params import check_text
 from services.core.errors import InvalidInput
 from services.core.feedurl import normalise_feed_url
 from services.core.records import FULLTEXT_MODES, FeedRecord, ItemError
-from services.db.reads import ArticleDetail, ArticleSummary, EntityDetail, EntitySummary
+from services.db.entity_reads import EntityDetail, EntitySummary
+from services.db.reads import ArticleDetail, ArticleSummary
 
 Json = dict[str, Any]
 

@@ -1,7 +1,8 @@
 """Deliveries repository: reads of deliveries and their attempt log, redelivery.
 
-The write side that workers and dispatchers run (hand-out, attempt results) is in
-``services.db.leases``; a delivery's retry schedule lives in its row either way.
+The write side that workers and dispatchers run is in ``services.db.leases`` (hand-out) and
+``services.db.attempts`` (attempt results); a delivery's retry schedule lives in its row
+either way.
 """
 
 from __future__ import annotations

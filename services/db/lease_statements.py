@@ -1,4 +1,5 @@
-"""The statements of the delivery write side (``services.db.leases``), built once.
+"""The statements of the delivery write side (``services.db.leases``, ``services.db.attempts``),
+built once.
 
 Run by the dispatcher and by every delivery worker many times a second: each call only binds
 parameters, and where a count varies (subscriptions in a hand-out) one statement is built
@@ -218,7 +219,7 @@ def lease_all_query(parts: int, dialect: str) -> Any:
     return LEASE_ANY.where(D.c.id.in_(chosen))
 
 
-# WRITE_PG's move arrays, from the keys of ``_move`` rows.
+# WRITE_PG's move arrays, from the keys of ``attempts._move`` rows.
 MOVE_COLUMNS = (
     ("m_id", "b_id"), ("m_token", "b_token"), ("m_attempts", "b_attempts"),
     ("m_status", "b_status"), ("m_next", "b_next_attempt_at"),
