@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
 from services.config import Settings
-from services.db import feeds
+from services.db import articles, feeds
 from services.db.engine import transaction
 from services.db.models import Article, ArticleEntity, Event, Sighting
 from services.fetch import Fetcher
@@ -219,3 +219,33 @@ def test_real_worker_process_stores_and_stops_warmly(
             if proc.poll() is None:
                 proc.kill()
     assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_sighting_states_of_many_items_match_one_by_one(db: sessionmaker[Session]) -> None:
+    """The batch read of sightings answers as one read per item would: the same item key in
+    two feeds is two items, an item never seen is absent."""
+    with transaction(db) as s:
+        a = feeds.add_feed(s, url="https://a.example/feed", kind="http", interval_seconds=60,
+                           now=T0).id  # fmt: skip
+        b = feeds.add_feed(s, url="https://b.example/feed", kind="http", interval_seconds=60,
+                           now=T0).id  # fmt: skip
+        feeds.record_item_error(s, feed_id=a, item_key="guid-1", content_hash="h-a1",
+                                code="empty", detail="x", now=T0)  # fmt: skip
+        feeds.record_item_error(s, feed_id=b, item_key="guid-2", content_hash="h-b2",
+                                code="too_short", detail="y", now=T0)  # fmt: skip
+    items = [(a, "guid-1"), (a, "guid-2"), (b, "guid-1"), (b, "guid-2"), (a, "never")]
+    with transaction(db) as s:
+        many = articles.sighting_states(s, items)
+        one_by_one = {
+            (f, k): state
+            for f, k in items
+            if (state := articles.sighting_state(s, feed_id=f, item_key=k)) is not None
+        }
+    assert many == one_by_one
+    assert set(many) == {(a, "guid-1"), (b, "guid-2")}
+    assert (many[(a, "guid-1")].content_hash, many[(b, "guid-2")].error_code) == (
+        "h-a1",
+        "too_short",
+    )
+    with transaction(db) as s:
+        assert articles.sighting_states(s, []) == {}

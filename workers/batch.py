@@ -64,16 +64,19 @@ _Pending = tuple[ItemPayload, Any, Extracted, neardup.Sketch | None, bool]
 def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
     """The items of ``raws`` no stored sighting accounts for, extracted, each with whether it
     looks like a copy (of a stored article, or of an earlier item of the batch)."""
-    new: list[tuple[ItemPayload, Any]] = []
+    parsed: list[tuple[ItemPayload, Any]] = []
+    for raw in raws:
+        try:
+            parsed.append((ItemPayload.from_dict(raw), raw))
+        except (ValueError, KeyError, TypeError):
+            continue  # the job itself reports it
     with reading(ctx.sessions) as session:
-        for raw in raws:
-            try:
-                item = ItemPayload.from_dict(raw)
-            except (ValueError, KeyError, TypeError):
-                continue  # the job itself reports it
-            state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
-            if state is None or not state.accounts_for(item.content_hash):
-                new.append((item, raw))
+        seen = articles.sighting_states(session, [(i.feed_id, i.item_key) for i, _ in parsed])
+    new: list[tuple[ItemPayload, Any]] = []
+    for item, raw in parsed:
+        state = seen.get((item.feed_id, item.item_key))
+        if state is None or not state.accounts_for(item.content_hash):
+            new.append((item, raw))
     # Extraction runs outside any transaction: no snapshot is held while the CPU works.
     extracted: list[tuple[ItemPayload, Any, Extracted]] = []
     for item, raw in new:
@@ -104,13 +107,17 @@ def _store_batch(
     with transaction(ctx.sessions) as session:
         stories.lock_dedup(session)
         now = ctx.clock()
-        for ref, prepared in ready:
-            state = articles.sighting_state(session, feed_id=ref.feed_id, item_key=ref.item_key)
-            if state is not None and state.accounts_for(ref.content_hash):
+        keys = [(ref.feed_id, ref.item_key) for ref, _ in ready]
+        seen = articles.sighting_states(session, keys)  # as of the lock, in one round trip
+        written: set[tuple[int, str]] = set()
+        for (ref, prepared), key in zip(ready, keys, strict=True):
+            state = seen.get(key)
+            if key in written or (state is not None and state.accounts_for(ref.content_hash)):
                 break  # an earlier item of the batch, or another worker, took it: left to its job
             outcome = write_item(session, ref, prepared, now)
             if outcome is None:
                 break
+            written.add(key)
             done[ready_key(ref)] = outcome
     return done
 

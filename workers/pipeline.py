@@ -134,12 +134,10 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
 
 
 def decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
-    by_url = articles.find_by_urls(session, extracted.urls)
-    if by_url is not None:
-        return Decision(by_url, "url")
-    by_text = articles.find_by_content(session, extracted.content_hash)
-    if by_text is not None:
-        return Decision(by_text, "content")
+    copy = articles.find_copy(session, extracted.urls, extracted.content_hash)
+    if copy is not None:
+        reason, article_id = copy
+        return Decision(article_id, reason)
     match = stories.find_similar(session, sketch)
     if match is None:
         return Decision()
@@ -203,7 +201,11 @@ def _insert(
             session, article_id=article_id, like=decision.story_like, now=now
         )
     stories.index_article(
-        session, article_id=article_id, sketch=sketch, content_hash=extracted.content_hash
+        session,
+        article_id=article_id,
+        sketch=sketch,
+        content_hash=extracted.content_hash,
+        fresh=True,
     )
     event_id = _record(
         session,

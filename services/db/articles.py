@@ -16,6 +16,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     select,
     union_all,
     update,
@@ -76,6 +77,38 @@ def sighting_state(session: Session, *, feed_id: int, item_key: str) -> Sighting
     return None if found is None else SightingState(found[0], found[1], found[2])
 
 
+# Both lists go to the (feed_id, item_key_hash) unique index; pairs across them are dropped.
+_SIGHTING_STATES = select(
+    _SIGHTINGS.c.feed_id, _SIGHTINGS.c.item_key_hash, _SIGHTINGS.c.article_id,
+    _SIGHTINGS.c.content_hash, _SIGHTINGS.c.error_code,
+).where(
+    _SIGHTINGS.c.feed_id.in_(bindparam("feeds", expanding=True)),
+    _SIGHTINGS.c.item_key_hash.in_(bindparam("hashes", expanding=True)),
+)  # fmt: skip
+
+
+def sighting_states(
+    session: Session, items: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], SightingState]:
+    """:func:`sighting_state` of each (feed id, item key) in ``items``, in one round trip;
+    items never seen are left out."""
+    if not items:
+        return {}
+    wanted = {(feed_id, key_hash(key)): (feed_id, key) for feed_id, key in items}
+    params = {
+        "feeds": sorted({feed_id for feed_id, _ in wanted}),
+        "hashes": sorted({h for _, h in wanted}),
+    }
+    found: dict[tuple[int, str], SightingState] = {}
+    for feed_id, h, article_id, content_hash, error in core(session).execute(
+        _SIGHTING_STATES, params
+    ):
+        item = wanted.get((feed_id, h))
+        if item is not None:
+            found[item] = SightingState(article_id, content_hash, error)
+    return found
+
+
 def _by_urls(*, excluding: bool) -> Any:
     urls: BindParameter[str] = bindparam("urls", expanding=True)
     by_alias = select(_URLS.c.article_id.label("id")).where(_URLS.c.url.in_(urls))
@@ -110,6 +143,35 @@ def find_by_urls(
 def find_by_content(session: Session, content_hash: str) -> int | None:
     found = core(session).scalar(_BY_CONTENT, {"h": content_hash})
     return None if found is None else int(found)
+
+
+def _copy_of() -> Any:
+    by_url = _BY_URLS.subquery()
+    by_text = _BY_CONTENT.limit(1).subquery()
+    return (
+        union_all(
+            select(literal_column("0").label("rank"), by_url.c.id),
+            select(literal_column("1").label("rank"), by_text.c.id),
+        )
+        .order_by("rank")
+        .limit(1)
+    )
+
+
+_COPY_OF = _copy_of()
+
+
+def find_copy(session: Session, urls: Sequence[str], content_hash: str) -> tuple[str, int] | None:
+    """The article already known under one of ``urls`` (reason ``url``) or else with the
+    same text (``content``), in one round trip: what :func:`find_by_urls`, then
+    :func:`find_by_content` would find."""
+    if not urls:
+        found = find_by_content(session, content_hash)
+        return None if found is None else ("content", found)
+    row = core(session).execute(_COPY_OF, {"urls": list(urls), "h": content_hash}).first()
+    if row is None:
+        return None
+    return ("url" if row[0] == 0 else "content", int(row[1]))
 
 
 def events_since(session: Session, *, article_id: int, type: str, since: datetime) -> int:

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
@@ -141,9 +152,9 @@ def _known_names(
     session: Session, wanted: dict[str, set[str]]
 ) -> tuple[defaultdict[str, dict[str, int]], defaultdict[str, set[str]]]:
     """For each type, which of its ``wanted`` keys name an entity (its own key first, then
-    its aliases), and which of them are stored aliases: two queries for all types.
+    its aliases), and which of them are stored aliases: one query for all types.
 
-    Both filter on ``type IN (...) AND key IN (...)`` so the (type, key) unique indexes
+    Both halves filter on ``type IN (...) AND key IN (...)`` so the (type, key) unique indexes
     serve them; pairs of a type with another type's key are dropped here.
     """
     known: defaultdict[str, dict[str, int]] = defaultdict(dict)
@@ -153,13 +164,14 @@ def _known_names(
         return known, taken
     conn = core(session)
     params = {"types": sorted(wanted), "keys": keys}
-    for type_, key, entity_id in conn.execute(_OWN_KEYS, params):
-        if key in wanted[type_]:
-            known[type_][key] = entity_id
-    for type_, key, entity_id in conn.execute(_ALIAS_KEYS, params):
-        if key in wanted[type_]:
+    for alias, type_, key, entity_id in conn.execute(_KNOWN_KEYS, params):
+        if key not in wanted[type_]:
+            continue
+        if alias:
             known[type_].setdefault(key, entity_id)
             taken[type_].add(key)
+        else:
+            known[type_][key] = entity_id
     return known, taken
 
 
@@ -214,12 +226,13 @@ _ENTITIES = cast(Table, Entity.__table__)
 _ALIASES = cast(Table, EntityAlias.__table__)
 _TYPES: BindParameter[str] = bindparam("types", expanding=True)
 _KEYS: BindParameter[str] = bindparam("keys", expanding=True)
-_OWN_KEYS = select(_ENTITIES.c.type, _ENTITIES.c.key, _ENTITIES.c.id).where(
-    _ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)
-)
-_ALIAS_KEYS = select(_ALIASES.c.type, _ALIASES.c.key, _ALIASES.c.entity_id).where(
-    _ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)
-)
+# Entities' own keys (alias 0), then stored aliases (1), in one round trip.
+_KNOWN_KEYS = union_all(
+    select(literal_column("0").label("alias"), _ENTITIES.c.type, _ENTITIES.c.key,
+           _ENTITIES.c.id).where(_ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)),
+    select(literal_column("1").label("alias"), _ALIASES.c.type, _ALIASES.c.key,
+           _ALIASES.c.entity_id).where(_ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)),
+).order_by("alias")  # fmt: skip
 _NAMES = select(_ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type).where(
     _ENTITIES.c.id.in_(bindparam("ids", expanding=True))
 )

@@ -93,8 +93,10 @@ def index_article(
     article_id: int,
     sketch: neardup.Sketch | None,
     content_hash: str | None = None,
+    fresh: bool = False,
 ) -> None:
-    """Make the article's stored bands those of ``sketch`` (none for a short text).
+    """Make the article's stored bands those of ``sketch`` (none for a short text);
+    ``fresh``: the article was inserted in this transaction, so it has none yet.
 
     ``content_hash``: the hash of the text now stored on the article, when ``sketch`` is of
     that text; its shingles are then remembered, so the next lookups that meet the article
@@ -103,7 +105,8 @@ def index_article(
     if sketch is not None and content_hash is not None:
         _SHINGLES.put(article_id, content_hash, sketch.shingles)
     conn = core(session)
-    conn.execute(_BANDS_DELETE, {"id": article_id})
+    if not fresh:
+        conn.execute(_BANDS_DELETE, {"id": article_id})
     if sketch is None:
         return
     conn.execute(
