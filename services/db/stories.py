@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
-    BigInteger,
-    SmallInteger,
     Table,
     TextClause,
     bindparam,
@@ -84,7 +83,6 @@ _ARTICLES = cast(Table, Article.__table__)
 _BANDS = cast(Table, ArticleBand.__table__)
 _STORIES = cast(Table, Story.__table__)
 _BANDS_DELETE = delete(_BANDS).where(_BANDS.c.article_id == bindparam("id"))
-_BANDS_INSERT = insert(_BANDS)
 
 
 def index_article(
@@ -109,13 +107,8 @@ def index_article(
         conn.execute(_BANDS_DELETE, {"id": article_id})
     if sketch is None:
         return
-    conn.execute(
-        _BANDS_INSERT,
-        [
-            {"article_id": article_id, "band": band, "value": value}
-            for band, value in enumerate(sketch.bands)
-        ],
-    )
+    dialect = conn.dialect.name
+    conn.execute(_BANDS_INSERT[dialect], {"id": article_id, "bands": _bands_param(dialect, sketch)})
 
 
 class ShingleCache:
@@ -156,28 +149,49 @@ _SHINGLES = ShingleCache(500)
 MIN_BAND_HITS = 2
 
 
-def _band_hits_sql(bands: int) -> TextClause:
-    """Articles sharing at least ``:min_hits`` of the given (band, value) pairs.
+# A sketch's bands travel as one parameter, a list expanded into (band, value) rows in SQL:
+# a JSON array on SQLite (``json_each``: key = band), a bigint array on PostgreSQL
+# (``unnest ... WITH ORDINALITY``). Binding 64 pairs one by one cost more than the lookup.
+_BAND_ROWS = {
+    "sqlite": "SELECT key AS band, value FROM json_each(:bands)",
+    "postgresql": (
+        "SELECT CAST(ord - 1 AS smallint) AS band, v AS value "
+        "FROM unnest(CAST(:bands AS bigint[])) WITH ORDINALITY AS t(v, ord)"
+    ),
+}
 
-    The pairs are a ``VALUES`` list joined to ``article_bands``, so both SQLite and PostgreSQL
-    probe the (band, value) index once per band; a row-value ``IN`` list makes SQLite scan
-    the whole table instead (O(articles) per lookup).
+
+def _band_hits_sql(rows: str) -> TextClause:
+    """Articles sharing at least ``:min_hits`` of the sketch's (band, value) pairs.
+
+    The pairs are rows joined to ``article_bands``, so both SQLite and PostgreSQL probe the
+    (band, value) index once per band; a row-value ``IN`` list makes SQLite scan the whole
+    table instead (O(articles) per lookup).
     """
-    pairs = ", ".join(f"(:b{i}, :v{i})" for i in range(bands))
     return text(
-        f"WITH q(band, value) AS (VALUES {pairs}) "
+        f"WITH q(band, value) AS ({rows}) "
         "SELECT ab.article_id FROM q JOIN article_bands ab "
         "ON ab.band = q.band AND ab.value = q.value "
         "WHERE ab.article_id <> :exclude "
         "GROUP BY ab.article_id HAVING count(*) >= :min_hits "
         "ORDER BY count(*) DESC, ab.article_id LIMIT :limit"
-    ).bindparams(
-        *(bindparam(f"b{i}", type_=SmallInteger()) for i in range(bands)),
-        *(bindparam(f"v{i}", type_=BigInteger()) for i in range(bands)),
     )
 
 
-_BAND_HITS = _band_hits_sql(neardup.BANDS)
+_BAND_HITS = {dialect: _band_hits_sql(rows) for dialect, rows in _BAND_ROWS.items()}
+_BANDS_INSERT = {
+    dialect: text(
+        "INSERT INTO article_bands (article_id, band, value) "
+        f"SELECT :id, band, value FROM ({rows}) AS q"
+    )
+    for dialect, rows in _BAND_ROWS.items()
+}
+
+
+def _bands_param(dialect: str, sketch: neardup.Sketch) -> object:
+    return json.dumps(sketch.bands) if dialect == "sqlite" else list(sketch.bands)
+
+
 _DIGESTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash).where(
     _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -195,16 +209,15 @@ def candidates(
 ) -> list[tuple[int, frozenset[int]]]:
     """Stored articles sharing bands with ``sketch`` (but article ``exclude``), with their
     shingles for verification (from this process's cache when the text is unchanged)."""
-    params: dict[str, int] = {
+    conn = core(session)
+    dialect = conn.dialect.name
+    params = {
+        "bands": _bands_param(dialect, sketch),
         "min_hits": MIN_BAND_HITS,
         "limit": limit,
         "exclude": -1 if exclude is None else exclude,
     }
-    for band, value in enumerate(sketch.bands):
-        params[f"b{band}"] = band
-        params[f"v{band}"] = value
-    conn = core(session)
-    ids = list(conn.scalars(_BAND_HITS, params))
+    ids = list(conn.scalars(_BAND_HITS[dialect], params))
     if not ids:
         return []
     current = {article_id: digest for article_id, digest in conn.execute(_DIGESTS, {"ids": ids})}
