@@ -20,11 +20,9 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker
-from rq.executions import Execution
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import as_text
 from rq.utils import now as rq_now
 from rq.worker import WorkerStatus
 
@@ -90,7 +88,7 @@ class NewsdeskWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._marked: set[str] = set()  # jobs of the batch in hand already started (_start)
+        self._marked: set[str] = set()  # jobs of the batch in hand already marked started
         # Extraction jobs of the batch in hand that succeeded, recorded together at its end;
         # None outside a batch.
         self._finished: list[tuple[Any, Any]] | None = None
@@ -100,7 +98,8 @@ class NewsdeskWorker(SimpleWorker):
 
     def execute_job(self, job: Any, queue: Any) -> None:
         jobs = [job, *self._more_jobs(job, queue)]
-        running = self._start(jobs, queue)
+        running = [(j, self.prepare_execution(j)) for j in jobs]
+        self._mark_started(jobs, queue)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
@@ -130,7 +129,7 @@ class NewsdeskWorker(SimpleWorker):
             self._stop_requested = True
 
     def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
-        if job.id in self._marked:  # done by _start for every job in hand
+        if job.id in self._marked:  # done by execute_job for every job in hand
             self._marked.discard(job.id)
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
@@ -179,62 +178,43 @@ class NewsdeskWorker(SimpleWorker):
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.execute()
 
-    def _start(self, jobs: list[Any], queue: Any) -> list[tuple[Any, Any]]:
-        """Start every job in hand: its execution (rq's record of a run, which registers it
-        in the started registry), its status, worker and heartbeat, and its removal from rq's
-        intermediate queue, all in one Redis transaction, before any of them runs. Returns
-        each job with its execution.
+    def _mark_started(self, jobs: list[Any], queue: Any) -> None:
+        """Mark every job in hand started (status, worker, heartbeat) and take it out of rq's
+        intermediate queue, all in one Redis transaction, before any of them runs.
 
         rq's cleanup retries an abandoned job only if its status is STARTED, and drops the
-        registry entries of the others. Started one by one, a process killed between two
+        registry entries of the others. Marked one by one, a process killed between two marks
         would leave the later jobs of its batch registered but QUEUED: out of the started
         registry at the next cleanup, and back only when rq's intermediate-queue sweep fails
-        them minutes later. In one transaction, the batch is either all started or none (and
-        it costs one round trip, not two a job).
+        them minutes later. In one transaction, the batch is either all started or none.
         """
         ttl = self.get_heartbeat_ttl(jobs[0])
         with self.connection.pipeline(transaction=True) as pipe:
             self.heartbeat(ttl, pipeline=pipe)
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            executions = []
             for one in jobs:
-                executions.append(Execution.create(one, ttl, pipeline=pipe, worker_name=self.name))
                 one.heartbeat(rq_now(), ttl, pipeline=pipe)
                 one.prepare_for_execution(self.name, pipeline=pipe)
                 pipe.persist(one.key)
                 if len(self.queues) == 1:
                     pipe.lrem(queue.intermediate_queue_key, 1, one.id)
             pipe.execute()
-        for execution in executions:
-            self.executions[execution.id] = execution
         self._marked.update(one.id for one in jobs)
-        return list(zip(jobs, executions, strict=True))
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
         """Up to ``batch - 1`` further jobs already waiting in ``queue`` (never blocks), when
-        ``job`` is an extraction job; none while a stop is pending.
-
-        Taken as rq takes one (moved to its intermediate queue, then fetched), but for all of
-        them in two round trips rather than two a job. An id whose job is gone stays in the
-        intermediate queue for rq's sweep, as with rq's own dequeue.
-        """
-        if (
-            self.batch <= 1
-            or job.func_name != EXTRACT_FUNC
-            or self._stop_requested
-            or len(self.queues) != 1
-        ):
-            return []
-        with self.connection.pipeline(transaction=False) as pipe:
-            for _ in range(self.batch - 1):
-                pipe.lmove(queue.key, queue.intermediate_queue_key)
-            ids = [as_text(i) for i in pipe.execute() if i is not None]
-        if not ids:
-            return []
-        found = self.job_class.fetch_many(ids, self.connection, serializer=self.serializer)
-        more = [j for j in found if j is not None]
-        for one in more:
-            one.redis_server_version = job.redis_server_version
+        ``job`` is an extraction job; none while a stop is pending."""
+        more: list[Any] = []
+        if self.batch <= 1 or job.func_name != EXTRACT_FUNC or self._stop_requested:
+            return more
+        while len(more) < self.batch - 1:
+            found = self.queue_class.dequeue_any(
+                [queue], None, connection=self.connection, job_class=self.job_class,
+                serializer=self.serializer, death_penalty_class=self.death_penalty_class,
+            )  # fmt: skip
+            if found is None:
+                break
+            found[0].redis_server_version = job.redis_server_version
+            more.append(found[0])
         return more
 
     def _prepare(self, jobs: list[Any]) -> None:
