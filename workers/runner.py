@@ -6,8 +6,8 @@ every job (measured at 25-35% of NER throughput). A process that dies is restart
 
 When extraction jobs wait in the queue, a process takes up to ``NEWSDESK_WORKER_BATCH`` of
 them at once: their items are extracted and run through NER together (one ``nlp.pipe``
-batch, cheaper per text than one call per text), then each job runs, one after the other,
-and their successes are recorded in Redis together at the batch's end.
+batch, cheaper per text than one call per text), then each job runs and is recorded by rq
+as usual, one after the other.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker
-from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now as rq_now
@@ -89,9 +88,6 @@ class NewsdeskWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._marked: set[str] = set()  # jobs of the batch in hand already marked started
-        # Extraction jobs of the batch in hand that succeeded, recorded together at its end;
-        # None outside a batch.
-        self._finished: list[tuple[Any, Any]] | None = None
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
@@ -105,7 +101,6 @@ class NewsdeskWorker(SimpleWorker):
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
         )
         beat.start()
-        self._finished = []
         try:
             if len(jobs) > 1:
                 self._prepare(jobs)
@@ -113,13 +108,9 @@ class NewsdeskWorker(SimpleWorker):
                 for one, execution in running:
                     with bind(job_id=one.id):  # on every line the job logs (JSON format)
                         self.perform_job(one, queue, execution)
-            done.set()
-            beat.join()
-            self._record_finished()
         finally:
             done.set()
             beat.join()
-            self._finished = None  # any left unrecorded stay started: rq's cleanup retries them
             self._marked.clear()
             current().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
@@ -133,50 +124,6 @@ class NewsdeskWorker(SimpleWorker):
             self._marked.discard(job.id)
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
-
-    def _defers(self, job: Any) -> bool:
-        """Whether ``job``'s success is recorded with the rest of its batch: extraction jobs,
-        which have no dependents and do not repeat."""
-        return self._finished is not None and job.func_name == EXTRACT_FUNC and not job.repeats_left
-
-    def handle_execution_ended(self, job: Any, queue: Any, heartbeat_ttl: int) -> None:
-        if self._defers(job):  # the batch's heartbeat thread keeps it registered meanwhile
-            job.ended_at = rq_now()
-            return
-        super().handle_execution_ended(job, queue, heartbeat_ttl)
-
-    def handle_job_success(
-        self, job: Any, queue: Any, started_job_registry: Any, execution: Any
-    ) -> None:
-        if self._defers(job):
-            assert self._finished is not None
-            self._finished.append((job, execution))
-            return
-        super().handle_job_success(job, queue, started_job_registry, execution)
-
-    def _record_finished(self) -> None:
-        """Record the batch's successful extraction jobs as rq does one by one (status,
-        result, finished registry, counters, the execution's removal from the started
-        registry), in one Redis transaction instead of one watched transaction each: these
-        jobs have no dependents to release. A process that dies before it leaves them all
-        started, and their retries find their items stored."""
-        finished, self._finished = self._finished or [], None
-        if not finished:
-            return
-        with self.connection.pipeline(transaction=True) as pipe:
-            for job, execution in finished:
-                self.increment_successful_job_count(pipeline=pipe)
-                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-                ttl = job.get_result_ttl(self.default_result_ttl)
-                if ttl != 0:
-                    job._handle_success(
-                        ttl, pipeline=pipe, worker_name=self.name, execution_id=execution.id,
-                        execution_started_at=execution.created_at, execution_ended_at=job.ended_at,
-                    )  # fmt: skip
-                job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
-                job._status = JobStatus.FINISHED
-                self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            pipe.execute()
 
     def _mark_started(self, jobs: list[Any], queue: Any) -> None:
         """Mark every job in hand started (status, worker, heartbeat) and take it out of rq's
