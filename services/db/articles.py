@@ -165,9 +165,6 @@ def find_copy(session: Session, urls: Sequence[str], content_hash: str) -> tuple
     """The article already known under one of ``urls`` (reason ``url``) or else with the
     same text (``content``), in one round trip: what :func:`find_by_urls`, then
     :func:`find_by_content` would find."""
-    if not urls:
-        found = find_by_content(session, content_hash)
-        return None if found is None else ("content", found)
     row = core(session).execute(_COPY_OF, {"urls": list(urls), "h": content_hash}).first()
     if row is None:
         return None
