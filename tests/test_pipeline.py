@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
 from services.config import Settings
-from services.db import articles, feeds
+from services.db import feeds, sightings
 from services.db.engine import transaction
 from services.db.models import Article, ArticleEntity, Event, Sighting
 from services.fetch import Fetcher
@@ -235,11 +235,11 @@ def test_sighting_states_of_many_items_match_one_by_one(db: sessionmaker[Session
                                 code="too_short", detail="y", now=T0)  # fmt: skip
     items = [(a, "guid-1"), (a, "guid-2"), (b, "guid-1"), (b, "guid-2"), (a, "never")]
     with transaction(db) as s:
-        many = articles.sighting_states(s, items)
+        many = sightings.sighting_states(s, items)
         one_by_one = {
             (f, k): state
             for f, k in items
-            if (state := articles.sighting_state(s, feed_id=f, item_key=k)) is not None
+            if (state := sightings.sighting_state(s, feed_id=f, item_key=k)) is not None
         }
     assert many == one_by_one
     assert set(many) == {(a, "guid-1"), (b, "guid-2")}
@@ -248,4 +248,4 @@ def test_sighting_states_of_many_items_match_one_by_one(db: sessionmaker[Session
         "too_short",
     )
     with transaction(db) as s:
-        assert articles.sighting_states(s, []) == {}
+        assert sightings.sighting_states(s, []) == {}

@@ -25,7 +25,7 @@ from services.core import neardup
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, stories
+from services.db import sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
@@ -71,7 +71,7 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
         except (ValueError, KeyError, TypeError):
             continue  # the job itself reports it
     with reading(ctx.sessions) as session:
-        seen = articles.sighting_states(session, [(i.feed_id, i.item_key) for i, _ in parsed])
+        seen = sightings.sighting_states(session, [(i.feed_id, i.item_key) for i, _ in parsed])
     new: list[tuple[ItemPayload, Any]] = []
     for item, raw in parsed:
         state = seen.get((item.feed_id, item.item_key))
@@ -108,7 +108,7 @@ def _store_batch(
         stories.lock_dedup(session)
         now = ctx.clock()
         keys = [(ref.feed_id, ref.item_key) for ref, _ in ready]
-        seen = articles.sighting_states(session, keys)  # as of the lock, in one round trip
+        seen = sightings.sighting_states(session, keys)  # as of the lock, in one round trip
         written: set[tuple[int, str]] = set()
         for (ref, prepared), key in zip(ready, keys, strict=True):
             state = seen.get(key)

@@ -25,7 +25,7 @@ from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, entities, events, feeds, stories
+from services.db import articles, entities, events, feeds, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
@@ -103,7 +103,7 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
     if isinstance(ready, Outcome):
         return ready  # stored with the rest of its batch (prepare)
     with reading(ctx.sessions) as session:
-        state = articles.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
+        state = sightings.sighting_state(session, feed_id=item.feed_id, item_key=item.item_key)
     if state is not None and state.content_hash == item.content_hash:
         # This exact version of the item was handled already (a re-run or a re-poll).
         return Outcome("unchanged", state.article_id, reason="sighting")
