@@ -426,6 +426,40 @@ def test_a_batch_is_stored_in_one_transaction_with_each_jobs_own_result(
     assert counts(db) == before
 
 
+def test_a_batch_records_its_finished_jobs_together_as_rq_would_one_by_one(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's successes go to Redis in one transaction at its end, not through rq's
+    per-job watched transaction; each job ends exactly as rq records it: finished, with its
+    result, out of the started registry."""
+    from rq.worker import BaseWorker
+
+    per_job: list[str] = []
+    real = BaseWorker.handle_job_success
+
+    def counted(self: Any, job: Any, *args: Any, **kwargs: Any) -> None:
+        per_job.append(job.id)
+        real(self, job, *args, **kwargs)
+
+    monkeypatch.setattr(BaseWorker, "handle_job_success", counted)
+    payloads = _mixed_batch(db)
+    for payload in payloads:
+        assert enqueue(settings, payload)
+    assert burst() == len(payloads)
+    assert per_job == []
+    queue = extract_queue(settings, redis_client(settings))
+    assert queue.started_job_registry.get_job_ids() == []
+    finished = [queue.fetch_job(i) for i in queue.finished_job_registry.get_job_ids()]
+    assert len(finished) == len(payloads)
+    for job in finished:
+        assert job is not None and job.get_status() == "finished"
+        result = job.latest_result()
+        assert result is not None and result.type == result.Type.SUCCESSFUL
+        assert result.return_value == job.return_value() and "status" in result.return_value
+        assert job.ended_at is not None and job.started_at is not None
+        assert job.ended_at >= job.started_at
+
+
 def test_two_versions_of_an_item_in_one_batch_update_as_one_by_one(
     settings: Settings, db: Any, burst: Any
 ) -> None:

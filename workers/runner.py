@@ -6,8 +6,8 @@ every job (measured at 25-35% of NER throughput). A process that dies is restart
 
 When extraction jobs wait in the queue, a process takes up to ``NEWSDESK_WORKER_BATCH`` of
 them at once: their items are extracted and run through NER together (one ``nlp.pipe``
-batch, cheaper per text than one call per text), then each job runs and is recorded by rq
-as usual, one after the other.
+batch, cheaper per text than one call per text), then each job runs, one after the other,
+and their successes are recorded in Redis together at the batch's end.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker
+from rq.executions import Execution
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
+from rq.utils import as_text
 from rq.utils import now as rq_now
 from rq.worker import WorkerStatus
 
@@ -87,20 +90,23 @@ class NewsdeskWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._marked: set[str] = set()  # jobs of the batch in hand already marked started
+        self._marked: set[str] = set()  # jobs of the batch in hand already started (_start)
+        # Extraction jobs of the batch in hand that succeeded, recorded together at its end;
+        # None outside a batch.
+        self._finished: list[tuple[Any, Any]] | None = None
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
 
     def execute_job(self, job: Any, queue: Any) -> None:
         jobs = [job, *self._more_jobs(job, queue)]
-        running = [(j, self.prepare_execution(j)) for j in jobs]
-        self._mark_started(jobs, queue)
+        running = self._start(jobs, queue)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(running, done), name="rq-heartbeat", daemon=True
         )
         beat.start()
+        self._finished = []
         try:
             if len(jobs) > 1:
                 self._prepare(jobs)
@@ -108,9 +114,13 @@ class NewsdeskWorker(SimpleWorker):
                 for one, execution in running:
                     with bind(job_id=one.id):  # on every line the job logs (JSON format)
                         self.perform_job(one, queue, execution)
+            done.set()
+            beat.join()
+            self._record_finished()
         finally:
             done.set()
             beat.join()
+            self._finished = None  # any left unrecorded stay started: rq's cleanup retries them
             self._marked.clear()
             current().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
@@ -120,48 +130,111 @@ class NewsdeskWorker(SimpleWorker):
             self._stop_requested = True
 
     def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
-        if job.id in self._marked:  # done by execute_job for every job in hand
+        if job.id in self._marked:  # done by _start for every job in hand
             self._marked.discard(job.id)
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
 
-    def _mark_started(self, jobs: list[Any], queue: Any) -> None:
-        """Mark every job in hand started (status, worker, heartbeat) and take it out of rq's
-        intermediate queue, all in one Redis transaction, before any of them runs.
+    def _defers(self, job: Any) -> bool:
+        """Whether ``job``'s success is recorded with the rest of its batch: extraction jobs,
+        which have no dependents and do not repeat."""
+        return self._finished is not None and job.func_name == EXTRACT_FUNC and not job.repeats_left
+
+    def handle_execution_ended(self, job: Any, queue: Any, heartbeat_ttl: int) -> None:
+        if self._defers(job):  # the batch's heartbeat thread keeps it registered meanwhile
+            job.ended_at = rq_now()
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def handle_job_success(
+        self, job: Any, queue: Any, started_job_registry: Any, execution: Any
+    ) -> None:
+        if self._defers(job):
+            assert self._finished is not None
+            self._finished.append((job, execution))
+            return
+        super().handle_job_success(job, queue, started_job_registry, execution)
+
+    def _record_finished(self) -> None:
+        """Record the batch's successful extraction jobs as rq does one by one (status,
+        result, finished registry, counters, the execution's removal from the started
+        registry), in one Redis transaction instead of one watched transaction each: these
+        jobs have no dependents to release. A process that dies before it leaves them all
+        started, and their retries find their items stored."""
+        finished, self._finished = self._finished or [], None
+        if not finished:
+            return
+        with self.connection.pipeline(transaction=True) as pipe:
+            for job, execution in finished:
+                self.increment_successful_job_count(pipeline=pipe)
+                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+                ttl = job.get_result_ttl(self.default_result_ttl)
+                if ttl != 0:
+                    job._handle_success(
+                        ttl, pipeline=pipe, worker_name=self.name, execution_id=execution.id,
+                        execution_started_at=execution.created_at, execution_ended_at=job.ended_at,
+                    )  # fmt: skip
+                job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
+                job._status = JobStatus.FINISHED
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            pipe.execute()
+
+    def _start(self, jobs: list[Any], queue: Any) -> list[tuple[Any, Any]]:
+        """Start every job in hand: its execution (rq's record of a run, which registers it
+        in the started registry), its status, worker and heartbeat, and its removal from rq's
+        intermediate queue, all in one Redis transaction, before any of them runs. Returns
+        each job with its execution.
 
         rq's cleanup retries an abandoned job only if its status is STARTED, and drops the
-        registry entries of the others. Marked one by one, a process killed between two marks
+        registry entries of the others. Started one by one, a process killed between two
         would leave the later jobs of its batch registered but QUEUED: out of the started
         registry at the next cleanup, and back only when rq's intermediate-queue sweep fails
-        them minutes later. In one transaction, the batch is either all started or none.
+        them minutes later. In one transaction, the batch is either all started or none (and
+        it costs one round trip, not two a job).
         """
         ttl = self.get_heartbeat_ttl(jobs[0])
         with self.connection.pipeline(transaction=True) as pipe:
             self.heartbeat(ttl, pipeline=pipe)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            executions = []
             for one in jobs:
+                executions.append(Execution.create(one, ttl, pipeline=pipe, worker_name=self.name))
                 one.heartbeat(rq_now(), ttl, pipeline=pipe)
                 one.prepare_for_execution(self.name, pipeline=pipe)
                 pipe.persist(one.key)
                 if len(self.queues) == 1:
                     pipe.lrem(queue.intermediate_queue_key, 1, one.id)
             pipe.execute()
+        for execution in executions:
+            self.executions[execution.id] = execution
         self._marked.update(one.id for one in jobs)
+        return list(zip(jobs, executions, strict=True))
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
         """Up to ``batch - 1`` further jobs already waiting in ``queue`` (never blocks), when
-        ``job`` is an extraction job; none while a stop is pending."""
-        more: list[Any] = []
-        if self.batch <= 1 or job.func_name != EXTRACT_FUNC or self._stop_requested:
-            return more
-        while len(more) < self.batch - 1:
-            found = self.queue_class.dequeue_any(
-                [queue], None, connection=self.connection, job_class=self.job_class,
-                serializer=self.serializer, death_penalty_class=self.death_penalty_class,
-            )  # fmt: skip
-            if found is None:
-                break
-            found[0].redis_server_version = job.redis_server_version
-            more.append(found[0])
+        ``job`` is an extraction job; none while a stop is pending.
+
+        Taken as rq takes one (moved to its intermediate queue, then fetched), but for all of
+        them in two round trips rather than two a job. An id whose job is gone stays in the
+        intermediate queue for rq's sweep, as with rq's own dequeue.
+        """
+        if (
+            self.batch <= 1
+            or job.func_name != EXTRACT_FUNC
+            or self._stop_requested
+            or len(self.queues) != 1
+        ):
+            return []
+        with self.connection.pipeline(transaction=False) as pipe:
+            for _ in range(self.batch - 1):
+                pipe.lmove(queue.key, queue.intermediate_queue_key)
+            ids = [as_text(i) for i in pipe.execute() if i is not None]
+        if not ids:
+            return []
+        found = self.job_class.fetch_many(ids, self.connection, serializer=self.serializer)
+        more = [j for j in found if j is not None]
+        for one in more:
+            one.redis_server_version = job.redis_server_version
         return more
 
     def _prepare(self, jobs: list[Any]) -> None:
