@@ -520,7 +520,7 @@ def test_a_process_dying_while_it_marks_its_batch_leaves_all_of_it_or_none_start
 ) -> None:
     """rq retries an abandoned job only if it is STARTED: a batch half marked would strand
     its unmarked jobs. Dying at the second job's mark leaves none started, all of them in
-    rq's intermediate queue, whose sweep retries them."""
+    rq's intermediate queue, from which maintenance puts them back in the queue."""
     from rq.job import Job
 
     worker, queue, ids = _take_batch(settings, db)
@@ -590,3 +590,52 @@ def _snapshot(db: Any) -> dict[str, Any]:
         )
         events = sorted(s.scalars(select(Event.type)))
     return {"articles": articles, "sightings": sightings, "links": links, "events": events}
+
+
+def test_a_batch_taken_by_a_process_that_died_before_starting_it_is_queued_again(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    """A process killed between taking jobs (rq moves them to its intermediate queue) and
+    starting them: its jobs go back to the front of the queue at maintenance, seconds later,
+    rather than after rq's one-minute sweep counts them as failed attempts."""
+    import time
+
+    from workers.runner import STRANDED_AFTER, requeue_stranded
+
+    worker, queue, ids = _take_batch(settings, db)
+    conn = worker.connection
+    taken = ids[:3]
+    for _ in taken:  # what the dead process did: moved them, started none
+        conn.lmove(queue.key, queue.intermediate_queue_key)
+    assert queue.intermediate_queue.get_job_ids() == taken
+    assert requeue_stranded(queue, older_than=STRANDED_AFTER) == []  # first seen now
+    # Still too young: a live process would be starting them.
+    soon = time.time() + STRANDED_AFTER / 2
+    assert requeue_stranded(queue, older_than=STRANDED_AFTER, now=soon) == []
+    later = time.time() + STRANDED_AFTER + 1
+    assert sorted(requeue_stranded(queue, older_than=STRANDED_AFTER, now=later)) == sorted(taken)
+    assert queue.intermediate_queue.get_job_ids() == []
+    assert sorted(queue.job_ids[:3]) == sorted(taken) and sorted(queue.job_ids) == sorted(ids)
+    assert set(_statuses(queue, ids)) == {"queued"}, "no attempt used up"
+    # Once more: nothing stranded, nothing moves.
+    assert requeue_stranded(queue, older_than=STRANDED_AFTER, now=later) == []
+    worker.work(burst=True)
+    assert set(_statuses(queue, ids)) == {"finished"}
+
+
+def test_a_started_job_in_the_intermediate_queue_is_left_alone(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    import time
+
+    from workers.runner import STRANDED_AFTER, requeue_stranded
+
+    worker, queue, _ = _take_batch(settings, db)
+    job, _ = queue.dequeue_any([queue], None, connection=worker.connection,
+                               serializer=worker.serializer)  # fmt: skip
+    worker.prepare_execution(job)  # in the started registry, as a live process leaves it
+    later = time.time() + STRANDED_AFTER + 1
+    assert requeue_stranded(queue, older_than=STRANDED_AFTER) == []
+    assert requeue_stranded(queue, older_than=STRANDED_AFTER, now=later) == []
+    assert queue.intermediate_queue.get_job_ids() == [job.id]
+    assert job.id not in queue.job_ids

@@ -45,6 +45,22 @@ log = logging.getLogger("newsdesk.worker")
 # it is this old; rq's maintenance then retries the job.
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 15
+# A job a process took from the queue (rq moves it to its intermediate queue) but died before
+# starting is put back at the front of its queue once it has been seen there this long. A
+# live process starts its jobs within milliseconds of taking them; rq's own sweep would
+# wait a minute, then count it as a failed attempt.
+STRANDED_AFTER = 10.0
+
+# Back to the front of the queue only if it is still in the intermediate queue: a process
+# that started it meanwhile has taken it out.
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -128,6 +144,14 @@ class NewsdeskWorker(SimpleWorker):
             log.warning("worker.memory_limit rss_mb=%.0f limit_mb=%.0f; stopping for a restart",
                         rss, self.max_rss_mb)  # fmt: skip
             self._stop_requested = True
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        for queue in self.queues:
+            try:
+                requeue_stranded(queue, older_than=STRANDED_AFTER)
+            except redis.RedisError:
+                log.warning("worker.requeue_stranded_failed queue=%s", queue.name, exc_info=True)
 
     def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
         if job.id in self._marked:  # done by _start for every job in hand
@@ -267,6 +291,39 @@ class NewsdeskWorker(SimpleWorker):
                 log.warning(
                     "worker.heartbeat_failed job_ids=%s", ",".join(j.id for j, _ in running)
                 )
+
+
+def requeue_stranded(queue: Any, *, older_than: float, now: float | None = None) -> list[str]:
+    """Put the jobs stranded in ``queue``'s intermediate queue back at its front; returns
+    their ids.
+
+    A job is stranded when it is still QUEUED, not in the started registry, and was first
+    seen there ``older_than`` seconds ago or more (rq's own first-seen mark, which its sweep
+    shares). A job that is not QUEUED is left to rq's sweep.
+    """
+    intermediate = queue.intermediate_queue
+    ids = intermediate.get_job_ids()
+    if not ids:
+        return []
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    moment = time.time() if now is None else now
+    script = queue.connection.register_script(_REQUEUE)
+    requeued: list[str] = []
+    for job_id in ids:
+        if job_id in started or intermediate.set_first_seen(job_id):
+            continue  # started, or seen here for the first time now
+        first = intermediate.get_first_seen(job_id)
+        if first is None or moment - first.timestamp() < older_than:
+            continue
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+            continue
+        keys = [intermediate.key, queue.key, intermediate.get_first_seen_key(job_id)]
+        if script(keys=keys, args=[job_id]):
+            requeued.append(job_id)
+    if requeued:
+        log.warning("worker.requeued_stranded queue=%s jobs=%d", queue.name, len(requeued))
+    return requeued
 
 
 def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
