@@ -24,8 +24,7 @@ from services.webhooks.schedule import AttemptResult
 from services.webhooks.signing import new_secret
 
 Client = TestClient[web.Request, web.Application]
-# The API judges leases against the real clock: the tests write at the real time too.
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -129,8 +128,7 @@ async def test_events_api_pages_with_after(client: Client, settings: Settings, d
     body = await (await client.get("/v1/events?limit=2")).json()
     assert [e["id"] for e in body["data"]] == ids[:2] and body["next_after"] == ids[1]
     first = body["data"][0]
-    assert first["type"] == "article.created"
-    assert first["timestamp"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert first["type"] == "article.created" and first["timestamp"] == "2026-11-28T12:00:00Z"
     assert first["data"]["article"]["api_url"] == "/v1/articles/5"
     body = await (await client.get(f"/v1/events?after={body['next_after']}")).json()
     assert [e["id"] for e in body["data"]] == ids[2:]
@@ -147,15 +145,16 @@ async def test_deliveries_api_shows_attempts_and_redelivers(
     client: Client, settings: Settings, db: Any
 ) -> None:
     sub_id, ids = _seed(db)
+    now = datetime.now(UTC)  # the API judges leases against the real clock
     rules = policy(settings)
     with transaction(db) as s:
-        fanout.fan_out(s, now=NOW, schedule=rules.schedule, limit=100)
+        fanout.fan_out(s, now=now, schedule=rules.schedule, limit=100)
     with transaction(db) as s:
-        leased = leases.hand_out(s, now=NOW, policy=rules, limit=10)
+        leased = leases.hand_out(s, now=now, policy=rules, limit=10)
     assert len(leased) == 2  # the concurrency cap (2) of one subscription
     with transaction(db) as s:
         verdict = attempts.record_attempt(
-            s, delivery_id=leased[0][0], token=leased[0][1], now=NOW, policy=rules,
+            s, delivery_id=leased[0][0], token=leased[0][1], now=now, policy=rules,
             rng=random.Random(1),
             result=AttemptResult(status_code=503, latency_ms=12, error_code="http_503",
                                  error_detail="HTTP 503", excerpt="busy"),
