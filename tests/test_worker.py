@@ -639,3 +639,43 @@ def test_a_started_job_in_the_intermediate_queue_is_left_alone(
     assert requeue_stranded(queue, older_than=STRANDED_AFTER, now=later) == []
     assert queue.intermediate_queue.get_job_ids() == [job.id]
     assert job.id not in queue.job_ids
+
+
+def test_a_new_articles_event_says_what_reading_it_back_would(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    """The ``article.created`` payload is built from the item just stored, not read back:
+    it must equal what :func:`articles.article_event_payload` reads from storage."""
+    from services.db import articles
+    from services.db.entities import StoredEntity
+
+    fid = _feed(db)
+    folder = _feed(db, "folder:/seeds", "folder")
+    page = feed_payload(
+        fid,
+        "g-1",
+        url="http://example.test/a?utm_source=rss",
+        title="Ministers meet in Paris",
+        summary="Talks in Paris on Monday.",
+    )
+    page["published"] = "2026-11-27T10:00:00+05:30"  # stored and sent as UTC
+    plain = feed_payload(fid, "g-2", url="http://example.test/b", title="Floods in Spain",
+                         summary="Rain closed roads in Valencia and Madrid.")  # fmt: skip
+    plain["published"] = None
+    for payload in (page, plain, file_payload(folder, SEED.name, SEED.read_text("utf-8"))):
+        assert enqueue(settings, payload)
+    assert burst() == 3
+    with db() as s:
+        sent = {e.article_id: e for e in s.scalars(select(Event))}
+        assert len(sent) == 3 and {e.type for e in sent.values()} == {"article.created"}
+        for article_id, event in sent.items():
+            assert article_id is not None and event.feed_id is not None
+            named = [StoredEntity(**e) for e in event.payload["entities"]]
+            read = articles.article_event_payload(
+                s, article_id=article_id, feed_id=event.feed_id, entities=named
+            )
+            assert event.payload == read
+    published = {e.payload["article"]["published_at"] for e in sent.values()}
+    assert published == {"2026-11-27T04:30:00+00:00", None}
+    urls = {e.payload["article"]["url"] for e in sent.values()}
+    assert "http://example.test/a" in urls and None in urls

@@ -207,15 +207,17 @@ def _insert(
         content_hash=extracted.content_hash,
         fresh=True,
     )
-    event_id = _record(
-        session,
-        event_type="article.created",
-        article_id=article_id,
-        ref=ref,
-        found=found,
-        now=now,
-        fresh=True,
+    stored = entities.store_entities(
+        session, article_id=article_id, found=found, now=now, fresh=True
     )
+    payload = articles.new_article_event_payload(
+        article_id=article_id, extracted=extracted, story_id=story_id, feed_id=ref.feed_id,
+        entities=stored,
+    )  # fmt: skip
+    event_id = events.add_event(
+        session, type="article.created", now=now, article_id=article_id, feed_id=ref.feed_id,
+        payload=payload,
+    )  # fmt: skip
     return Outcome("created", article_id, event_id=event_id, story_id=story_id)
 
 
@@ -243,12 +245,9 @@ def _record(
     found: list[FoundEntity],
     now: datetime,
     changes: dict[str, Any] | None = None,
-    fresh: bool = False,
 ) -> int:
-    """Write the article's entities and the event telling subscribers about it."""
-    stored = entities.store_entities(
-        session, article_id=article_id, found=found, now=now, fresh=fresh
-    )
+    """Write a stored article's entities and the event telling subscribers about it."""
+    stored = entities.store_entities(session, article_id=article_id, found=found, now=now)
     payload = articles.article_event_payload(
         session, article_id=article_id, feed_id=ref.feed_id, entities=stored
     )

@@ -6,7 +6,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -244,7 +244,8 @@ _FEEDS_OF = select(_SIGHTINGS.c.feed_id).where(_SIGHTINGS.c.article_id == bindpa
 def article_event_payload(
     session: Session, *, article_id: int, feed_id: int, entities: Sequence[StoredEntity]
 ) -> dict[str, Any]:
-    """The ``data`` of an ``article.*`` event (webhook payload version 1, README "Webhooks").
+    """The ``data`` of an ``article.*`` event (webhook payload version 1, README "Webhooks"),
+    from the stored article.
 
     Thin on purpose (well under 20 KB): the summary and entity list are capped, and the full
     article is one API call away (its path is added when the webhook is sent).
@@ -252,20 +253,68 @@ def article_event_payload(
     conn = core(session)
     key = {"id": article_id}
     row = conn.execute(_EVENT_ARTICLE, key).one()
-    url = row.canonical_url or conn.scalar(_FIRST_URL, key)
-    feed_ids = sorted(set(conn.scalars(_FEEDS_OF, key)) | {feed_id})
-    summary = row.summary[:1000] if row.summary else row.summary
+    return _event_payload(
+        row._asdict(),
+        url=row.canonical_url or conn.scalar(_FIRST_URL, key),
+        feed_ids=sorted(set(conn.scalars(_FEEDS_OF, key)) | {feed_id}),
+        feed_id=feed_id,
+        entities=entities,
+    )
+
+
+def new_article_event_payload(
+    *,
+    article_id: int,
+    extracted: Extracted,
+    story_id: int | None,
+    feed_id: int,
+    entities: Sequence[StoredEntity],
+) -> dict[str, Any]:
+    """What :func:`article_event_payload` reads for an article just inserted by
+    :func:`insert_article` and :func:`attach` in this transaction, without reading it: its
+    columns are ``extracted``'s, its one sighting is ``feed_id``'s, and its first URL is the
+    first of ``extracted.urls`` (none of them was known, or it would be a copy)."""
+    published = extracted.published_at
+    fields = {
+        "id": article_id,
+        "title": extracted.title,
+        "canonical_url": extracted.canonical_url,
+        "published_at": None if published is None else published.astimezone(UTC),
+        "language": extracted.language,
+        "summary": extracted.summary,
+        "story_id": story_id,
+    }
+    urls = extracted.urls
+    return _event_payload(
+        fields,
+        url=extracted.canonical_url or (urls[0] if urls else None),
+        feed_ids=[feed_id],
+        feed_id=feed_id,
+        entities=entities,
+    )
+
+
+def _event_payload(
+    article: dict[str, Any],
+    *,
+    url: str | None,
+    feed_ids: list[int],
+    feed_id: int,
+    entities: Sequence[StoredEntity],
+) -> dict[str, Any]:
+    summary = article["summary"]
+    published = article["published_at"]
     return {
         "version": 1,
         "article": {
-            "id": row.id,
-            "title": row.title[:500],
+            "id": article["id"],
+            "title": article["title"][:500],
             "url": url,
-            "canonical_url": row.canonical_url,
-            "published_at": row.published_at.isoformat() if row.published_at else None,
-            "language": row.language,
-            "summary": summary,
-            "story_id": row.story_id,
+            "canonical_url": article["canonical_url"],
+            "published_at": published.isoformat() if published else None,
+            "language": article["language"],
+            "summary": summary[:1000] if summary else summary,
+            "story_id": article["story_id"],
             "feed_ids": feed_ids,
         },
         "feed_id": feed_id,
