@@ -291,12 +291,16 @@ def main() -> None:
     parser.add_argument("--reset", action="store_true", help="empty a non-empty database first")
     parser.add_argument("--chunk", type=int, default=50,
                         help="inputs per round of worker then loops (default 50)")  # fmt: skip
+    parser.add_argument("--batch", type=int,
+                        help="the worker's NEWSDESK_WORKER_BATCH, and the batched loop's "
+                             "(default: the service's)")  # fmt: skip
     args = parser.parse_args()
     with ExitStack() as stack:
         tmp, env = scratch_environment(
             stack, database_url=args.database_url, redis_url=args.redis_url,
             NEWSDESK_EXTRACT_QUEUE=f"bench-extract-{os.getpid()}", NEWSDESK_WORKERS="1",
             NEWSDESK_LOG_LEVEL="INFO",
+            **({"NEWSDESK_WORKER_BATCH": str(args.batch)} if args.batch else {}),
         )  # fmt: skip
         settings = Settings.from_env(env)
         engine = make_engine(settings.database_url)
