@@ -87,9 +87,10 @@ def store_entities(
     for (type_, _), group in groups.items():
         for res in group:
             wanted[type_].update(res.lookup_keys)
-    known, taken = _known_names(session, wanted)
+    names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
+    known, taken = _known_names(session, wanted, names)
     ids = {
-        slot: _entity_for(session, group, now, gaz, known[slot[0]])
+        slot: _entity_for(session, group, now, gaz, known[slot[0]], names)
         for slot, group in sorted(groups.items())
     }
     _record_aliases(session, groups, ids, taken, now)
@@ -100,9 +101,11 @@ def store_entities(
         link.mentions += ent.mentions
         link.first_offset = min(link.first_offset, ent.first_offset)
     _replace_links(session, article_id, links, now, fresh=fresh)
-    rows = core(session).execute(_NAMES, {"ids": list(links)})
-    named = {i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows}
-    return [named[i] for i in links]
+    missing = [i for i in links if i not in names]  # found through a fallback, or a race
+    if missing:
+        rows = core(session).execute(_NAMES, {"ids": missing})
+        names.update({i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows})
+    return [names[i] for i in links]
 
 
 def _entity_for(
@@ -111,11 +114,12 @@ def _entity_for(
     now: datetime,
     gazetteer: Gazetteer,
     hits: dict[str, int],
+    names: dict[int, StoredEntity],
 ) -> int:
     """The id of the entity a group of resolutions with one (type, key) belongs to.
 
     ``hits`` maps the names already known for this type to their entity; an entity created
-    here is added to it, so later groups of the same article see it.
+    here is added to it, so later groups of the same article see it (and to ``names``).
     """
     first = group[0]
     keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
@@ -139,20 +143,22 @@ def _entity_for(
             "last_seen_at": now,
         },
     ).first()
-    entity_id = int(
-        row[0]
-        if row is not None
-        else conn.execute(_ENTITY_ID, {"type": first.type, "key": first.key}).scalar_one()
-    )
+    if row is None:  # stored since the lookup (by a writer without the dedup lock)
+        slot = {"type": first.type, "key": first.key}
+        entity_id = int(conn.execute(_ENTITY_ID, slot).scalar_one())
+    else:
+        entity_id = int(row[0])
+        names[entity_id] = StoredEntity(id=entity_id, name=first.name, type=first.type)
     hits[first.key] = entity_id
     return entity_id
 
 
 def _known_names(
-    session: Session, wanted: dict[str, set[str]]
+    session: Session, wanted: dict[str, set[str]], names: dict[int, StoredEntity] | None = None
 ) -> tuple[defaultdict[str, dict[str, int]], defaultdict[str, set[str]]]:
     """For each type, which of its ``wanted`` keys name an entity (its own key first, then
-    its aliases), and which of them are stored aliases: one query for all types.
+    its aliases), and which of them are stored aliases: one query for all types. The entities
+    found go into ``names`` with their display name.
 
     Both halves filter on ``type IN (...) AND key IN (...)`` so the (type, key) unique indexes
     serve them; pairs of a type with another type's key are dropped here.
@@ -164,7 +170,9 @@ def _known_names(
         return known, taken
     conn = core(session)
     params = {"types": sorted(wanted), "keys": keys}
-    for alias, type_, key, entity_id in conn.execute(_KNOWN_KEYS, params):
+    for alias, type_, key, entity_id, name, entity_type in conn.execute(_KNOWN_KEYS, params):
+        if names is not None:
+            names[entity_id] = StoredEntity(id=entity_id, name=name, type=entity_type)
         if key not in wanted[type_]:
             continue
         if alias:
@@ -226,12 +234,16 @@ _ENTITIES = cast(Table, Entity.__table__)
 _ALIASES = cast(Table, EntityAlias.__table__)
 _TYPES: BindParameter[str] = bindparam("types", expanding=True)
 _KEYS: BindParameter[str] = bindparam("keys", expanding=True)
-# Entities' own keys (alias 0), then stored aliases (1), in one round trip.
+# Entities' own keys (alias 0), then stored aliases (1), in one round trip, each with the
+# entity's display name and type.
 _KNOWN_KEYS = union_all(
     select(literal_column("0").label("alias"), _ENTITIES.c.type, _ENTITIES.c.key,
-           _ENTITIES.c.id).where(_ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)),
+           _ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type.label("entity_type"))
+    .where(_ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)),
     select(literal_column("1").label("alias"), _ALIASES.c.type, _ALIASES.c.key,
-           _ALIASES.c.entity_id).where(_ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)),
+           _ALIASES.c.entity_id, _ENTITIES.c.name, _ENTITIES.c.type)
+    .select_from(_ALIASES.join(_ENTITIES, _ENTITIES.c.id == _ALIASES.c.entity_id))
+    .where(_ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)),
 ).order_by("alias")  # fmt: skip
 _NAMES = select(_ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type).where(
     _ENTITIES.c.id.in_(bindparam("ids", expanding=True))
@@ -256,6 +268,14 @@ _COUNT_UPDATE = (
         last_seen_at=func.coalesce(
             bindparam("seen", type_=_ENTITIES.c.last_seen_at.type), _ENTITIES.c.last_seen_at
         ),
+    )
+)
+_COUNT_UP = (
+    update(_ENTITIES)
+    .where(_ENTITIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        article_count=_ENTITIES.c.article_count + 1,
+        last_seen_at=bindparam("seen", type_=_ENTITIES.c.last_seen_at.type),
     )
 )
 _LINK_UPDATE = (
@@ -307,6 +327,10 @@ def _replace_links(
         conn.execute(_LINK_UPDATE, changed)
     # One statement, in entity id order (the lock order every writer uses): linked entities
     # were seen now, a removed one keeps its last sighting.
+    if fresh:  # every linked entity gains this article: one execution for all of them
+        if links:
+            conn.execute(_COUNT_UP, {"ids": sorted(links), "seen": now})
+        return
     moves: list[tuple[int, int, datetime | None]] = [(i, -1, None) for i in removed]
     moves += [(i, 0 if i in before else 1, now) for i in links]
     if moves:
