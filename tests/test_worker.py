@@ -645,8 +645,8 @@ def test_a_new_articles_event_says_what_reading_it_back_would(
     settings: Settings, db: Any, burst: Any
 ) -> None:
     """The ``article.created`` payload is built from the item just stored, not read back:
-    it must equal what :func:`articles.article_event_payload` reads from storage."""
-    from services.db import articles
+    it must equal what :func:`article_events.article_event_payload` reads from storage."""
+    from services.db import article_events
     from services.db.entities import StoredEntity
 
     fid = _feed(db)
@@ -671,7 +671,7 @@ def test_a_new_articles_event_says_what_reading_it_back_would(
         for article_id, event in sent.items():
             assert article_id is not None and event.feed_id is not None
             named = [StoredEntity(**e) for e in event.payload["entities"]]
-            read = articles.article_event_payload(
+            read = article_events.article_event_payload(
                 s, article_id=article_id, feed_id=event.feed_id, entities=named
             )
             assert event.payload == read

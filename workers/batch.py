@@ -6,6 +6,13 @@ call per text), then decides and writes them in one transaction under the dedup 
 order, each exactly as its own job would: the sighting is read again inside, so an earlier
 item of the batch counts. Each job then returns its item's outcome (workers.pipeline.process).
 
+Under the lock, each item is decided against storage, and its writes are held and made
+with those of the items after it (one statement for all their articles, one for their
+sightings, and so on) until an item meets a held one: shares a URL or the text with it, or
+enough near-duplicate bands to be compared. The held writes are made before that item is
+decided, so it is decided as it would be one by one; an item that meets none of them
+cannot be decided differently for their absence.
+
 The transaction commits before rq records any of the jobs as finished: a crash in between
 leaves them started, and their retry finds the sightings stored. An item the batch cannot
 take (an update of an item stored earlier in the batch, a copy whose original changed under
@@ -17,19 +24,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from services.core import neardup
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import sightings, stories
+from services.db import articles, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
-from workers.pipeline import Outcome, Ready, decide, item_ref, ready_key, write_item
+from workers.pipeline import Decision, Outcome, Ready, decide, item_ref, ready_key, write_new
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -100,7 +109,13 @@ def _store_batch(
     ctx: WorkerContext, ready: list[tuple[ItemRef, Ready]]
 ) -> dict[tuple[int, str, str], Outcome]:
     """Store the batch's ready items in one transaction, in order, as :func:`_store` would
-    one by one; stops at the first item that needs more than that (left to its job)."""
+    one by one; stops at the first item that needs more than that (left to its job).
+
+    Each item is decided against storage as it stands under the lock, but its writes are
+    held and made together with those of the items after it, until an item meets one of
+    the held ones (a shared URL or text, or shared bands): the held writes are made first,
+    so that item is decided as it would be one by one.
+    """
     done: dict[tuple[int, str, str], Outcome] = {}
     if not ready:
         return done
@@ -110,16 +125,71 @@ def _store_batch(
         keys = [(ref.feed_id, ref.item_key) for ref, _ in ready]
         seen = sightings.sighting_states(session, keys)  # as of the lock, in one round trip
         written: set[tuple[int, str]] = set()
+        held = _Held()
         for (ref, prepared), key in zip(ready, keys, strict=True):
             state = seen.get(key)
             if key in written or (state is not None and state.accounts_for(ref.content_hash)):
                 break  # an earlier item of the batch, or another worker, took it: left to its job
-            outcome = write_item(session, ref, prepared, now)
-            if outcome is None:
-                break
+            if held.meets(prepared):
+                done.update(held.write(session, now))
+                held = _Held()
+            decision = decide(session, prepared.extracted, prepared.sketch)
+            if decision.article_id is None and prepared.found is None:
+                break  # new after all, and without entities: left to its job
+            held.add(ref, prepared, decision)
             written.add(key)
-            done[ready_key(ref)] = outcome
+        done.update(held.write(session, now))
     return done
+
+
+class _Held:
+    """Writes decided under the lock and not made yet: copies to attach, new articles."""
+
+    def __init__(self) -> None:
+        self.copies: list[tuple[ItemRef, Ready, Decision]] = []
+        self.new: list[tuple[ItemRef, Ready, Decision]] = []
+        self.urls: set[str] = set()
+        self.hashes: set[str] = set()
+        self.bands: list[tuple[int, ...]] = []
+
+    def add(self, ref: ItemRef, ready: Ready, decision: Decision) -> None:
+        (self.new if decision.article_id is None else self.copies).append((ref, ready, decision))
+        self.urls.update(ready.extracted.urls)
+        self.hashes.add(ready.extracted.content_hash)
+        if decision.article_id is None and ready.sketch is not None:
+            self.bands.append(ready.sketch.bands)
+
+    def meets(self, ready: Ready) -> bool:
+        """Whether ``ready``'s decision could depend on the held writes: it shares a URL or
+        the text with one of them, or enough bands with a held new article to be compared."""
+        extracted = ready.extracted
+        if extracted.content_hash in self.hashes or self.urls.intersection(extracted.urls):
+            return True
+        if ready.sketch is None:
+            return False
+        mine = ready.sketch.bands
+        return any(
+            sum(a == b for a, b in zip(mine, theirs, strict=True)) >= stories.MIN_BAND_HITS
+            for theirs in self.bands
+        )
+
+    def write(self, session: Session, now: datetime) -> dict[tuple[int, str, str], Outcome]:
+        """Make the held writes: the copies' sightings, then the new articles in order."""
+        done: dict[tuple[int, str, str], Outcome] = {}
+        if self.copies:
+            articles.attach_many(
+                session,
+                [(d.article_id, ref, r.extracted.urls) for ref, r, d in self.copies
+                 if d.article_id is not None],
+                now=now,
+            )  # fmt: skip
+            for ref, _, d in self.copies:
+                done[ready_key(ref)] = Outcome("duplicate", d.article_id, reason=d.reason)
+        if self.new:
+            outcomes = write_new(session, self.new, now)
+            for (ref, _, _), outcome in zip(self.new, outcomes, strict=True):
+                done[ready_key(ref)] = outcome
+        return done
 
 
 class _BatchCopies:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, entities, events, feeds, sightings, stories
+from services.db import article_events, articles, entities, events, feeds, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
@@ -192,33 +193,61 @@ def _insert(
     if article_id is None:
         # Only a writer that skips the dedup lock can get here; the job's retry attaches.
         raise RuntimeError("article insert conflicted under the dedup lock")
-    articles.attach(session, article_id=article_id, item=ref, urls=extracted.urls, now=now)
-    articles.save_source(session, article_id=article_id, payload=ref.payload, now=now)
-    if decision.story_like is None:
-        story_id = stories.start_story(session, article_id=article_id, now=now)
-    else:
-        story_id = stories.join_story(
-            session, article_id=article_id, like=decision.story_like, now=now
+    (outcome,) = _complete(
+        session, [(article_id, ref, Ready(extracted, sketch, found), decision)], now
+    )
+    return outcome
+
+
+def write_new(
+    session: Session, items: Sequence[tuple[ItemRef, Ready, Decision]], now: datetime
+) -> list[Outcome]:
+    """Under the dedup lock: insert ``items`` as new articles, in order, each as
+    :func:`write_item` would one by one, with a statement for all of them wherever the order
+    cannot matter (the articles, their sightings, URLs, sources and bands).
+
+    The caller has checked that none of them is a copy, by URL, text or near-duplicate, of a
+    stored article or of another of them: each was decided new, and no two share a URL, a
+    text or enough bands to be compared.
+    """
+    ids = articles.insert_articles(session, [r.extracted for _, r, _ in items], now=now)
+    return _complete(
+        session, [(i, ref, r, d) for i, (ref, r, d) in zip(ids, items, strict=True)], now
+    )
+
+
+def _complete(
+    session: Session, items: Sequence[tuple[int, ItemRef, Ready, Decision]], now: datetime
+) -> list[Outcome]:
+    """What a new article carries besides its row: its sighting, URLs and source, its story,
+    its bands, its entities and its ``article.created`` event."""
+    articles.attach_many(session, [(i, ref, r.extracted.urls) for i, ref, r, _ in items], now=now)
+    articles.save_sources(session, [(i, ref.payload) for i, ref, _, _ in items], now=now)
+    story_ids = [
+        stories.start_story(session, article_id=i, now=now)
+        if d.story_like is None
+        else stories.join_story(session, article_id=i, like=d.story_like, now=now)
+        for i, _, _, d in items
+    ]
+    stories.index_new_articles(
+        session, [(i, r.sketch, r.extracted.content_hash) for i, _, r, _ in items]
+    )
+    outcomes = []
+    for (article_id, ref, ready, _), story_id in zip(items, story_ids, strict=True):
+        assert ready.found is not None
+        stored = entities.store_entities(
+            session, article_id=article_id, found=ready.found, now=now, fresh=True
         )
-    stories.index_article(
-        session,
-        article_id=article_id,
-        sketch=sketch,
-        content_hash=extracted.content_hash,
-        fresh=True,
-    )
-    stored = entities.store_entities(
-        session, article_id=article_id, found=found, now=now, fresh=True
-    )
-    payload = articles.new_article_event_payload(
-        article_id=article_id, extracted=extracted, story_id=story_id, feed_id=ref.feed_id,
-        entities=stored,
-    )  # fmt: skip
-    event_id = events.add_event(
-        session, type="article.created", now=now, article_id=article_id, feed_id=ref.feed_id,
-        payload=payload,
-    )  # fmt: skip
-    return Outcome("created", article_id, event_id=event_id, story_id=story_id)
+        payload = article_events.new_article_event_payload(
+            article_id=article_id, extracted=ready.extracted, story_id=story_id,
+            feed_id=ref.feed_id, entities=stored,
+        )  # fmt: skip
+        event_id = events.add_event(
+            session, type="article.created", now=now, article_id=article_id,
+            feed_id=ref.feed_id, payload=payload,
+        )  # fmt: skip
+        outcomes.append(Outcome("created", article_id, event_id=event_id, story_id=story_id))
+    return outcomes
 
 
 def _attach(
@@ -248,7 +277,7 @@ def _record(
 ) -> int:
     """Write a stored article's entities and the event telling subscribers about it."""
     stored = entities.store_entities(session, article_id=article_id, found=found, now=now)
-    payload = articles.article_event_payload(
+    payload = article_events.article_event_payload(
         session, article_id=article_id, feed_id=ref.feed_id, entities=stored
     )
     if changes:

@@ -6,7 +6,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from services.core.extract import Extracted
-from services.db.entities import StoredEntity, drop_links
+from services.db.entities import drop_links
 from services.db.feeds import key_hash
 from services.db.models import (
     Article,
@@ -153,9 +153,17 @@ def attach(
     session: Session, *, article_id: int, item: ItemRef, urls: Sequence[str], now: datetime
 ) -> None:
     """Record that ``item`` carries ``article_id`` (idempotent) and remember its URLs."""
+    attach_many(session, [(article_id, item, urls)], now=now)
+
+
+def attach_many(
+    session: Session, items: Sequence[tuple[int, ItemRef, Sequence[str]]], *, now: datetime
+) -> None:
+    """:func:`attach` for several (article id, item, URLs): two statements for all of them."""
+    if not items:
+        return
     conn = core(session)
-    conn.execute(
-        _SIGHTING_UPSERT.on(conn),
+    sightings = [
         {
             "feed_id": item.feed_id,
             "item_key": item.item_key,
@@ -165,42 +173,65 @@ def attach(
             "content_hash": item.content_hash,
             "first_seen_at": now,
             "last_seen_at": now,
-        },
-    )
+        }
+        for article_id, item, _ in items
+    ]
+    conn.execute(_SIGHTING_UPSERT.on(conn), sightings)
+    urls = [
+        {"article_id": article_id, "url": url, "created_at": now}
+        for article_id, _, seen in items
+        for url in seen
+    ]
     if urls:
-        conn.execute(
-            _URLS_INSERT.on(conn),
-            [{"article_id": article_id, "url": url, "created_at": now} for url in urls],
-        )
+        conn.execute(_URLS_INSERT.on(conn), urls)
 
 
 _ARTICLE_INSERT = Prepared(
     lambda insert: insert(_ARTICLES).on_conflict_do_nothing().returning(_ARTICLES.c.id)
 )
+_ARTICLES_INSERT = Prepared(
+    lambda insert: insert(_ARTICLES).returning(_ARTICLES.c.id, sort_by_parameter_order=True)
+)
+
+
+def _article_row(extracted: Extracted, now: datetime) -> dict[str, Any]:
+    published = extracted.published_at
+    return {
+        "canonical_url": extracted.canonical_url,
+        "title": extracted.title,
+        "byline": extracted.byline,
+        "published_at": published,
+        "sort_at": published if published is not None and published <= now else now,
+        "language": extracted.language,
+        "text": extracted.text,
+        "summary": extracted.summary,
+        "content_hash": extracted.content_hash,
+        "boilerplate": extracted.boilerplate,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def insert_article(session: Session, *, extracted: Extracted, now: datetime) -> int | None:
     """Insert a new article; None when another writer stored the same URL or text first."""
-    published = extracted.published_at
     conn = core(session)
-    row = conn.execute(
-        _ARTICLE_INSERT.on(conn),
-        {
-            "canonical_url": extracted.canonical_url,
-            "title": extracted.title,
-            "byline": extracted.byline,
-            "published_at": published,
-            "sort_at": published if published is not None and published <= now else now,
-            "language": extracted.language,
-            "text": extracted.text,
-            "summary": extracted.summary,
-            "content_hash": extracted.content_hash,
-            "boilerplate": extracted.boilerplate,
-            "created_at": now,
-            "updated_at": now,
-        },
-    ).first()
+    row = conn.execute(_ARTICLE_INSERT.on(conn), _article_row(extracted, now)).first()
     return None if row is None else int(row[0])
+
+
+def insert_articles(
+    session: Session, extracted: Sequence[Extracted], *, now: datetime
+) -> list[int]:
+    """Insert several new articles in one statement; their ids, in order.
+
+    For writers holding the dedup lock, which have checked that none of them is stored: a
+    URL or text stored meanwhile fails the statement (and the transaction).
+    """
+    if not extracted:
+        return []
+    conn = core(session)
+    rows = conn.execute(_ARTICLES_INSERT.on(conn), [_article_row(e, now) for e in extracted])
+    return [int(i) for i in rows.scalars()]
 
 
 def update_article(
@@ -231,97 +262,6 @@ def update_article(
     return {"fields": sorted(changed)} | {k: v for k, v in changed.items() if v is not None}
 
 
-_EVENT_ARTICLE = select(
-    _ARTICLES.c.id, _ARTICLES.c.title, _ARTICLES.c.canonical_url, _ARTICLES.c.published_at,
-    _ARTICLES.c.language, _ARTICLES.c.summary, _ARTICLES.c.story_id,
-).where(_ARTICLES.c.id == bindparam("id"))  # fmt: skip
-_FIRST_URL = (
-    select(_URLS.c.url).where(_URLS.c.article_id == bindparam("id")).order_by(_URLS.c.id).limit(1)
-)
-_FEEDS_OF = select(_SIGHTINGS.c.feed_id).where(_SIGHTINGS.c.article_id == bindparam("id"))
-
-
-def article_event_payload(
-    session: Session, *, article_id: int, feed_id: int, entities: Sequence[StoredEntity]
-) -> dict[str, Any]:
-    """The ``data`` of an ``article.*`` event (webhook payload version 1, README "Webhooks"),
-    from the stored article.
-
-    Thin on purpose (well under 20 KB): the summary and entity list are capped, and the full
-    article is one API call away (its path is added when the webhook is sent).
-    """
-    conn = core(session)
-    key = {"id": article_id}
-    row = conn.execute(_EVENT_ARTICLE, key).one()
-    return _event_payload(
-        row._asdict(),
-        url=row.canonical_url or conn.scalar(_FIRST_URL, key),
-        feed_ids=sorted(set(conn.scalars(_FEEDS_OF, key)) | {feed_id}),
-        feed_id=feed_id,
-        entities=entities,
-    )
-
-
-def new_article_event_payload(
-    *,
-    article_id: int,
-    extracted: Extracted,
-    story_id: int | None,
-    feed_id: int,
-    entities: Sequence[StoredEntity],
-) -> dict[str, Any]:
-    """What :func:`article_event_payload` reads for an article just inserted by
-    :func:`insert_article` and :func:`attach` in this transaction, without reading it: its
-    columns are ``extracted``'s, its one sighting is ``feed_id``'s, and its first URL is the
-    first of ``extracted.urls`` (none of them was known, or it would be a copy)."""
-    published = extracted.published_at
-    fields = {
-        "id": article_id,
-        "title": extracted.title,
-        "canonical_url": extracted.canonical_url,
-        "published_at": None if published is None else published.astimezone(UTC),
-        "language": extracted.language,
-        "summary": extracted.summary,
-        "story_id": story_id,
-    }
-    urls = extracted.urls
-    return _event_payload(
-        fields,
-        url=extracted.canonical_url or (urls[0] if urls else None),
-        feed_ids=[feed_id],
-        feed_id=feed_id,
-        entities=entities,
-    )
-
-
-def _event_payload(
-    article: dict[str, Any],
-    *,
-    url: str | None,
-    feed_ids: list[int],
-    feed_id: int,
-    entities: Sequence[StoredEntity],
-) -> dict[str, Any]:
-    summary = article["summary"]
-    published = article["published_at"]
-    return {
-        "version": 1,
-        "article": {
-            "id": article["id"],
-            "title": article["title"][:500],
-            "url": url,
-            "canonical_url": article["canonical_url"],
-            "published_at": published.isoformat() if published else None,
-            "language": article["language"],
-            "summary": summary[:1000] if summary else summary,
-            "story_id": article["story_id"],
-            "feed_ids": feed_ids,
-        },
-        "feed_id": feed_id,
-        "entities": [{"id": e.id, "name": e.name, "type": e.type} for e in entities[:100]],
-    }
-
-
 def _source_upsert(insert: InsertFactory) -> Any:
     stmt = insert(_SOURCES)
     return stmt.on_conflict_do_update(
@@ -337,11 +277,25 @@ def save_source(
     session: Session, *, article_id: int, payload: dict[str, Any], now: datetime
 ) -> None:
     """Keep the job payload the article's current text came from (for reprocessing)."""
-    blob = zlib.compress(json.dumps(payload, separators=(",", ":")).encode("utf-8"), 1)
+    save_sources(session, [(article_id, payload)], now=now)
+
+
+def save_sources(
+    session: Session, items: Sequence[tuple[int, dict[str, Any]]], *, now: datetime
+) -> None:
+    """:func:`save_source` for several (article id, payload) in one statement."""
+    if not items:
+        return
+    rows = [
+        {
+            "article_id": article_id,
+            "payload": zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 1),
+            "stored_at": now,
+        }
+        for article_id, payload in items
+    ]
     conn = core(session)
-    conn.execute(
-        _SOURCE_UPSERT.on(conn), {"article_id": article_id, "payload": blob, "stored_at": now}
-    )
+    conn.execute(_SOURCE_UPSERT.on(conn), rows)
 
 
 def load_source(session: Session, article_id: int) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -91,10 +92,9 @@ def index_article(
     article_id: int,
     sketch: neardup.Sketch | None,
     content_hash: str | None = None,
-    fresh: bool = False,
 ) -> None:
-    """Make the article's stored bands those of ``sketch`` (none for a short text);
-    ``fresh``: the article was inserted in this transaction, so it has none yet.
+    """Make the article's stored bands those of ``sketch`` (none for a short text); for an
+    article inserted in this transaction, :func:`index_new_articles`.
 
     ``content_hash``: the hash of the text now stored on the article, when ``sketch`` is of
     that text; its shingles are then remembered, so the next lookups that meet the article
@@ -103,12 +103,27 @@ def index_article(
     if sketch is not None and content_hash is not None:
         _SHINGLES.put(article_id, content_hash, sketch.shingles)
     conn = core(session)
-    if not fresh:
-        conn.execute(_BANDS_DELETE, {"id": article_id})
+    conn.execute(_BANDS_DELETE, {"id": article_id})
     if sketch is None:
         return
     dialect = conn.dialect.name
     conn.execute(_BANDS_INSERT[dialect], {"id": article_id, "bands": _bands_param(dialect, sketch)})
+
+
+def index_new_articles(
+    session: Session, items: Sequence[tuple[int, neardup.Sketch | None, str]]
+) -> None:
+    """:func:`index_article` for articles inserted in this transaction, given as (id,
+    sketch of the stored text, its hash): one statement for all their bands."""
+    rows = []
+    conn = core(session)
+    dialect = conn.dialect.name
+    for article_id, sketch, content_hash in items:
+        if sketch is not None:
+            _SHINGLES.put(article_id, content_hash, sketch.shingles)
+            rows.append({"id": article_id, "bands": _bands_param(dialect, sketch)})
+    if rows:
+        conn.execute(_BANDS_INSERT[dialect], rows)
 
 
 class ShingleCache:
