@@ -105,6 +105,40 @@ def test_concurrent_writers_never_leave_a_reader_behind(
     assert sorted(written) == seen  # in order, no gaps, no repeats
 
 
+def test_an_advisory_lock_is_asked_for_once_per_transaction(engine: Engine, db: Any) -> None:
+    """Every event of a batch calls ``lock_events``: PostgreSQL is asked once per transaction,
+    and the lock is held until that transaction ends."""
+    from sqlalchemy import event, text
+
+    from services.db.engine import advisory_lock
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite writers take turns without advisory locks")
+    asked: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            asked.append(statement)
+
+    key = 0x7465737431  # this test's own key
+    probe = "SELECT pg_try_advisory_xact_lock(:k)"
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(2):
+            with transaction(db) as s:
+                for _ in range(3):
+                    advisory_lock(s, key)
+                with engine.connect() as other:  # another session cannot take it meanwhile
+                    assert other.scalar(text(probe), {"k": key}) is False
+                    other.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(asked) == 2  # once in each transaction
+    with engine.connect() as other:  # released at the end of each
+        assert other.scalar(text(probe), {"k": key}) is True
+        other.rollback()
+
+
 def _seed(db: sessionmaker[Session]) -> tuple[int, list[int]]:
     with transaction(db) as s:
         sub = subscriptions.create_subscription(

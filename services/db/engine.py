@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Transaction, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_MS = 30_000
@@ -81,10 +82,19 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
+# The advisory locks each open PostgreSQL transaction holds: taken once per transaction.
+_HELD: weakref.WeakKeyDictionary[Transaction, set[int]] = weakref.WeakKeyDictionary()
+
+
 def advisory_lock(session: Session, key: int) -> None:
     """Serialise the holders of ``key`` until this transaction ends: a transaction-scoped
-    advisory lock on PostgreSQL. SQLite needs nothing: ``BEGIN IMMEDIATE`` already makes
-    writers take turns."""
+    advisory lock on PostgreSQL (asked for once per transaction, however often this is
+    called). SQLite needs nothing: ``BEGIN IMMEDIATE`` already makes writers take turns."""
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "postgresql":
+        return
+    transaction = conn.get_transaction()
+    held = _HELD.setdefault(transaction, set()) if transaction is not None else set()
+    if key not in held:
         conn.execute(_ADVISORY_LOCK, {"key": key})
+        held.add(key)
