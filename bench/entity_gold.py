@@ -68,7 +68,7 @@ FEEDS_DIR = Path("/work/shared/data/feeds")
 SCORED_TYPES = frozenset(
     {"person", "organization", "place", "facility", "event", "product", "law", "work"}
 )
-# Evidence a name needs to be learned, as services.db.entities.known_names loads them.
+# Evidence a name needs to be learned, as services.db.entity_names.known_names loads them.
 MIN_ARTICLES = 2
 MIN_ARTICLES_ONE_WORD = 5
 

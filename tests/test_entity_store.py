@@ -19,7 +19,8 @@ from services.core.entities import ArticleEntity as Found
 from services.core.entities import canonicalise, entity_key
 from services.core.entity_recall import KnownName
 from services.db.engine import transaction
-from services.db.entities import StoredEntity, known_names, store_entities
+from services.db.entities import StoredEntity, store_entities
+from services.db.entity_names import known_names
 from services.db.models import Article, ArticleEntity, Entity, EntityAlias
 from tests.conftest import REPO
 
@@ -284,3 +285,43 @@ def test_entity_aliases_are_unique_per_type_and_key(engine: Any) -> None:
         tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("entity_aliases")
     }
     assert ("type", "key") in uniques
+
+
+def _entity_snapshot(db: Db) -> dict[str, Any]:
+    with db() as s:
+        return {
+            "entities": sorted(s.execute(select(Entity.type, Entity.key, Entity.name,
+                                                Entity.article_count)).all()),
+            "aliases": sorted(s.execute(
+                select(EntityAlias.type, EntityAlias.key, EntityAlias.alias, Entity.key)
+                .join(Entity, Entity.id == EntityAlias.entity_id)).all()),
+            "links": sorted(s.execute(
+                select(Article.title, Entity.key, ArticleEntity.mentions,
+                       ArticleEntity.first_offset)
+                .join(ArticleEntity, ArticleEntity.article_id == Article.id)
+                .join(Entity, Entity.id == ArticleEntity.entity_id)).all()),
+        }  # fmt: skip
+
+
+def test_new_articles_stored_together_get_what_one_by_one_gives(db: Db, nlp: Any) -> None:
+    """A worker's batch stores its new articles' entities together (one lookup, one links
+    statement): the same entities, aliases, links and counts as article by article, where
+    later articles meet entities and aliases the earlier ones created."""
+    from services.db.entities import store_new_entities
+
+    texts = [*US_SENTENCES, *STATE_SENTENCES, *US_SENTENCES[:2]]
+    found = [found_in(nlp, t) for t in texts]
+    titles = [f"{n}. {t}" for n, t in enumerate(texts)]  # the last two repeat earlier texts
+    one_by_one = [[(e.name, e.type) for e in store(db, new_article(db, t), f)]
+                  for t, f in zip(titles, found, strict=True)]  # fmt: skip
+    expected = _entity_snapshot(db)
+    with transaction(db) as s:
+        for model in (ArticleEntity, EntityAlias, Entity, Article):
+            s.query(model).delete()
+    ids = [new_article(db, t) for t in titles]
+    with transaction(db) as s:
+        together = store_new_entities(s, list(zip(ids, found, strict=True)), now=T0)
+    assert [[(e.name, e.type) for e in stored] for stored in together] == one_by_one
+    assert _entity_snapshot(db) == expected
+    us = by_name(together[0])["United States"]
+    assert len(us_articles := [t for t in together if us in t]) >= 5, us_articles

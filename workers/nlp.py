@@ -17,7 +17,7 @@ from services.core.entities import RawMention
 from services.core.entity_recall import KnownName, NameIndex, with_known
 from services.core.errors import ExtractError
 from services.core.gazetteer import default_gazetteer
-from services.db.entities import known_names
+from services.db.entity_names import known_names
 
 if TYPE_CHECKING:
     from spacy.language import Language

@@ -232,12 +232,11 @@ def _complete(
     stories.index_new_articles(
         session, [(i, r.sketch, r.extracted.content_hash) for i, _, r, _ in items]
     )
+    found = [(i, r.found) for i, _, r, _ in items if r.found is not None]
+    assert len(found) == len(items), "a new article comes with its entities"
+    named = entities.store_new_entities(session, found, now=now)
     outcomes = []
-    for (article_id, ref, ready, _), story_id in zip(items, story_ids, strict=True):
-        assert ready.found is not None
-        stored = entities.store_entities(
-            session, article_id=article_id, found=ready.found, now=now, fresh=True
-        )
+    for (article_id, ref, ready, _), story_id, stored in zip(items, story_ids, named, strict=True):
         payload = article_events.new_article_event_payload(
             article_id=article_id, extracted=ready.extracted, story_id=story_id,
             feed_id=ref.feed_id, entities=stored,

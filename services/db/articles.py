@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from services.core.extract import Extracted
-from services.db.entities import drop_links
+from services.db.entity_links import drop_links
 from services.db.feeds import key_hash
 from services.db.models import (
     Article,

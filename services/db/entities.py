@@ -7,7 +7,7 @@ it through any of them (see :mod:`services.core.entity_resolution` for the rules
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -16,29 +16,24 @@ from sqlalchemy import (
     BindParameter,
     Table,
     bindparam,
-    delete,
-    func,
-    insert,
     literal_column,
     select,
     union_all,
-    update,
 )
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
-from services.core.entity_recall import KnownName
 from services.core.entity_resolution import (
     Resolution,
     qualifier_fits,
-    reference_keys,
     resolve,
 )
 from services.core.gazetteer import Gazetteer, default_gazetteer
-from services.db.models import Article, ArticleEntity, Entity, EntityAlias
+from services.db.entity_links import Link, add_links, replace_links
+from services.db.models import Entity, EntityAlias
 from services.db.upsert import Prepared, core
 
-__all__ = ["StoredEntity", "drop_links", "find_entity_ids", "known_names", "store_entities"]
+__all__ = ["StoredEntity", "store_entities", "store_new_entities"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +43,6 @@ class StoredEntity:
     id: int
     name: str
     type: str
-
-
-@dataclass
-class _Link:
-    mentions: int
-    first_offset: int
 
 
 def store_entities(
@@ -77,35 +66,102 @@ def store_entities(
         The stored entities in the order of ``found`` (one per entity, however many of the
         article's entities resolved to it).
     """
+    if fresh:
+        return store_new_entities(session, [(article_id, found)], now=now, gazetteer=gazetteer)[0]
     gaz = gazetteer or default_gazetteer()
-    resolved = [(ent, resolve(ent, gaz)) for ent in found]
-    groups: defaultdict[tuple[str, str], list[Resolution]] = defaultdict(list)
-    for _, res in resolved:
-        groups[(res.type, res.key)].append(res)
-    # Every name this article could resolve through, looked up in two queries in all.
-    wanted: defaultdict[str, set[str]] = defaultdict(set)
-    for (type_, _), group in groups.items():
-        for res in group:
-            wanted[type_].update(res.lookup_keys)
+    plan = _Plan(found, gaz)
     names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
+    known, taken = _known_names(session, plan.wanted(), names)
+    links = plan.store(session, known, taken, names, now)
+    replace_links(session, article_id, links, now)
+    return _named(session, [links], names)[0]
+
+
+def store_new_entities(
+    session: Session,
+    items: Sequence[tuple[int, Sequence[FoundEntity]]],
+    *,
+    now: datetime,
+    gazetteer: Gazetteer | None = None,
+) -> list[list[StoredEntity]]:
+    """:func:`store_entities` for articles inserted in this transaction, given as (article
+    id, found), in order: the same entities, aliases, links and counts as one by one.
+
+    Every name any of them could resolve through is looked up once; each article then
+    resolves in turn, seeing the entities and aliases the ones before it added; their links
+    go in one statement and their counts in one per distinct increment.
+    """
+    gaz = gazetteer or default_gazetteer()
+    plans = [_Plan(found, gaz) for _, found in items]
+    wanted: defaultdict[str, set[str]] = defaultdict(set)
+    for plan in plans:
+        for type_, keys in plan.wanted().items():
+            wanted[type_] |= keys
+    names: dict[int, StoredEntity] = {}
     known, taken = _known_names(session, wanted, names)
-    ids = {
-        slot: _entity_for(session, group, now, gaz, known[slot[0]], names)
-        for slot, group in sorted(groups.items())
-    }
-    _record_aliases(session, groups, ids, taken, now)
-    links: dict[int, _Link] = {}
-    for ent, res in resolved:
-        entity_id = ids[(res.type, res.key)]
-        link = links.setdefault(entity_id, _Link(0, ent.first_offset))
-        link.mentions += ent.mentions
-        link.first_offset = min(link.first_offset, ent.first_offset)
-    _replace_links(session, article_id, links, now, fresh=fresh)
-    missing = [i for i in links if i not in names]  # found through a fallback, or a race
-    if missing:
+    every = [plan.store(session, known, taken, names, now) for plan in plans]
+    add_links(
+        session,
+        [(article_id, links) for (article_id, _), links in zip(items, every, strict=True)],
+        now=now,
+    )
+    return _named(session, every, names)
+
+
+class _Plan:
+    """One article's entities resolved to (type, key) slots, before any storage is read."""
+
+    def __init__(self, found: Sequence[FoundEntity], gazetteer: Gazetteer) -> None:
+        self.gazetteer = gazetteer
+        self.resolved = [(ent, resolve(ent, gazetteer)) for ent in found]
+        self.groups: defaultdict[tuple[str, str], list[Resolution]] = defaultdict(list)
+        for _, res in self.resolved:
+            self.groups[(res.type, res.key)].append(res)
+
+    def wanted(self) -> dict[str, set[str]]:
+        """Every name this article could resolve through, by type."""
+        wanted: defaultdict[str, set[str]] = defaultdict(set)
+        for (type_, _), group in self.groups.items():
+            for res in group:
+                wanted[type_].update(res.lookup_keys)
+        return wanted
+
+    def store(
+        self,
+        session: Session,
+        known: defaultdict[str, dict[str, int]],
+        taken: defaultdict[str, set[str]],
+        names: dict[int, StoredEntity],
+        now: datetime,
+    ) -> dict[int, Link]:
+        """Resolve each slot to a stored entity (creating it if need be), record the aliases,
+        and return the article's links; ``known``, ``taken`` and ``names`` gain what was
+        stored, as a new lookup would find it."""
+        ids = {
+            slot: _entity_for(session, group, now, self.gazetteer, known[slot[0]], names)
+            for slot, group in sorted(self.groups.items())
+        }
+        for (type_, key), entity_id in _record_aliases(session, self.groups, ids, taken, now):
+            known[type_].setdefault(key, entity_id)  # an entity's own key goes first
+            taken[type_].add(key)
+        links: dict[int, Link] = {}
+        for ent, res in self.resolved:
+            entity_id = ids[(res.type, res.key)]
+            link = links.setdefault(entity_id, Link(0, ent.first_offset))
+            link.mentions += ent.mentions
+            link.first_offset = min(link.first_offset, ent.first_offset)
+        return links
+
+
+def _named(
+    session: Session, every: Sequence[dict[int, Link]], names: dict[int, StoredEntity]
+) -> list[list[StoredEntity]]:
+    """Each article's stored entities, in link order; names not yet at hand are read."""
+    missing = sorted({i for links in every for i in links if i not in names})
+    if missing:  # found through a fallback, or a race
         rows = core(session).execute(_NAMES, {"ids": missing})
         names.update({i: StoredEntity(id=i, name=n, type=t) for i, n, t in rows})
-    return [names[i] for i in links]
+    return [[names[i] for i in links] for links in every]
 
 
 def _entity_for(
@@ -206,11 +262,12 @@ def _record_aliases(
     ids: dict[tuple[str, str], int],
     taken: dict[str, set[str]],
     now: datetime,
-) -> None:
+) -> list[tuple[tuple[str, str], int]]:
     """Remember every name seen for each entity; a name already taken keeps its entity.
 
     ``taken`` holds, per type, the alias keys known to exist already; the rest are inserted
     in one statement, in (type, key) order, skipping any a concurrent writer got first.
+    Returns the ((type, key), entity id) inserted.
     """
     wanted: dict[tuple[str, str], tuple[int, str]] = {}
     for slot, group in groups.items():
@@ -219,17 +276,17 @@ def _record_aliases(
                 if alias.key not in taken.get(res.type, ()):
                     wanted.setdefault((res.type, alias.key), (ids[slot], alias.text))
     if not wanted:
-        return
+        return []
     rows = [
         {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now}
         for (type, key), (entity_id, text) in sorted(wanted.items())
     ]
     conn = core(session)
     conn.execute(_ALIASES_INSERT.on(conn), rows)
+    return [(slot, entity_id) for slot, (entity_id, _) in sorted(wanted.items())]
 
 
 # Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
-_LINKS = cast(Table, ArticleEntity.__table__)
 _ENTITIES = cast(Table, Entity.__table__)
 _ALIASES = cast(Table, EntityAlias.__table__)
 _TYPES: BindParameter[str] = bindparam("types", expanding=True)
@@ -255,154 +312,3 @@ _ENTITY_INSERT = Prepared(
     lambda insert: insert(_ENTITIES).on_conflict_do_nothing().returning(_ENTITIES.c.id)
 )
 _ALIASES_INSERT = Prepared(lambda insert: insert(_ALIASES).on_conflict_do_nothing())
-_LINKS_INSERT = insert(_LINKS)
-_LINKS_OF = select(_LINKS.c.entity_id, _LINKS.c.mentions, _LINKS.c.first_offset).where(
-    _LINKS.c.article_id == bindparam("id")
-)
-_ARTICLE_LOCK = select(Article.__table__.c.id).where(Article.__table__.c.id == bindparam("id"))
-_COUNT_UPDATE = (
-    update(_ENTITIES)
-    .where(_ENTITIES.c.id == bindparam("eid"))
-    .values(
-        article_count=_ENTITIES.c.article_count + bindparam("delta"),
-        last_seen_at=func.coalesce(
-            bindparam("seen", type_=_ENTITIES.c.last_seen_at.type), _ENTITIES.c.last_seen_at
-        ),
-    )
-)
-_COUNT_UP = (
-    update(_ENTITIES)
-    .where(_ENTITIES.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        article_count=_ENTITIES.c.article_count + 1,
-        last_seen_at=bindparam("seen", type_=_ENTITIES.c.last_seen_at.type),
-    )
-)
-_LINK_UPDATE = (
-    update(_LINKS)
-    .where(_LINKS.c.article_id == bindparam("aid"), _LINKS.c.entity_id == bindparam("eid"))
-    .values(mentions=bindparam("m"), first_offset=bindparam("o"))
-)
-
-
-def _replace_links(
-    session: Session, article_id: int, links: dict[int, _Link], now: datetime, *, fresh: bool
-) -> None:
-    """Set the article's entity links to ``links`` and move article counts by exactly one.
-
-    The article's row is locked first (PostgreSQL), so two writers re-storing the same
-    article one after the other each see the links the other committed. A ``fresh``
-    article (inserted in this transaction) has no links yet: nothing to lock or read.
-    """
-    before: dict[int, tuple[int, int]] = {}
-    conn = core(session)
-    if not fresh:
-        if conn.dialect.name != "sqlite":  # SQLite: the writer lock suffices
-            conn.execute(_ARTICLE_LOCK.with_for_update(), {"id": article_id})
-        rows = conn.execute(_LINKS_OF, {"id": article_id})
-        before = {entity_id: (mentions, offset) for entity_id, mentions, offset in rows}
-    removed = sorted(set(before) - set(links))
-    if removed:
-        conn.execute(
-            delete(_LINKS).where(_LINKS.c.article_id == article_id, _LINKS.c.entity_id.in_(removed))
-        )
-    added = [
-        {
-            "article_id": article_id,
-            "entity_id": i,
-            "mentions": k.mentions,
-            "first_offset": k.first_offset,
-        }
-        for i, k in sorted(links.items())
-        if i not in before
-    ]
-    if added:
-        conn.execute(_LINKS_INSERT, added)
-    changed = [
-        {"aid": article_id, "eid": i, "m": k.mentions, "o": k.first_offset}
-        for i, k in sorted(links.items())
-        if i in before and before[i] != (k.mentions, k.first_offset)
-    ]
-    if changed:
-        conn.execute(_LINK_UPDATE, changed)
-    # One statement, in entity id order (the lock order every writer uses): linked entities
-    # were seen now, a removed one keeps its last sighting.
-    if fresh:  # every linked entity gains this article: one execution for all of them
-        if links:
-            conn.execute(_COUNT_UP, {"ids": sorted(links), "seen": now})
-        return
-    moves: list[tuple[int, int, datetime | None]] = [(i, -1, None) for i in removed]
-    moves += [(i, 0 if i in before else 1, now) for i in links]
-    if moves:
-        conn.execute(
-            _COUNT_UPDATE, [{"eid": i, "delta": d, "seen": t} for i, d, t in sorted(moves)]
-        )
-
-
-def drop_links(session: Session, *, article_id: int, now: datetime) -> None:
-    """Remove all of an article's entity links, lowering each entity's article count."""
-    _replace_links(session, article_id, {}, now, fresh=False)
-
-
-def known_names(
-    session: Session, *, limit: int, min_articles: int = 2, min_articles_one_word: int = 5
-) -> list[KnownName]:
-    """Names (display names and aliases) of the ``limit`` most mentioned entities.
-
-    Only entities seen in ``min_articles`` articles or more, and ``min_articles_one_word``
-    for a one-word name ("Trump", "Hamas"): one sighting is weak evidence that a string is a
-    name, and a single word is the likeliest to be an ordinary word too. The recogniser
-    applies its own safeguards on top.
-    """
-    top = (
-        select(Entity.id)
-        .where(Entity.article_count >= min_articles)
-        .order_by(Entity.article_count.desc(), Entity.id)
-        .limit(limit)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(EntityAlias.alias, EntityAlias.type, Entity.article_count)
-        .join(Entity, Entity.id == EntityAlias.entity_id)
-        .where(Entity.id.in_(top))
-        .union_all(select(Entity.name, Entity.type, Entity.article_count).where(Entity.id.in_(top)))
-    )
-    found = dict.fromkeys(
-        KnownName(text, type)
-        for text, type, count in rows
-        if len(text.split()) > 1 or count >= min_articles_one_word
-    )
-    return list(found)
-
-
-def find_entity_ids(session: Session, ref: str, *, gazetteer: Gazetteer | None = None) -> list[int]:
-    """Entities a name or any alias of theirs denotes, of every type, most mentioned first.
-
-    "America", "U.S." and "United States" all find the United States.
-    """
-    keys = reference_keys(ref, gazetteer or default_gazetteer())
-    if not keys:
-        return []
-    by_alias = select(EntityAlias.entity_id).where(EntityAlias.key.in_(keys))
-    stmt = (
-        select(Entity.id)
-        .where(Entity.key.in_(keys) | Entity.id.in_(by_alias))
-        .order_by(Entity.article_count.desc(), Entity.id)
-    )
-    return list(session.scalars(stmt))
-
-
-def alias_names(session: Session, entity_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
-    """Each entity's aliases other than its display name, sorted."""
-    ids = list(entity_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(EntityAlias.entity_id, EntityAlias.alias)
-        .join(Entity, Entity.id == EntityAlias.entity_id)
-        .where(EntityAlias.entity_id.in_(ids), EntityAlias.alias != Entity.name)
-    )
-    found: defaultdict[int, set[str]] = defaultdict(set)
-    for entity_id, alias in rows:
-        found[entity_id].add(alias)
-    return {i: tuple(sorted(found.get(i, ()))) for i in ids}

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from services.db.entities import alias_names
+from services.db.entity_names import alias_names
 from services.db.models import Article, ArticleEntity, Entity
 
 DEFAULT_DAYS = 30

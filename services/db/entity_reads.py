@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.core.entities import entity_key
 from services.core.errors import NotFound
-from services.db import entities as entity_store
+from services.db import entity_names
 from services.db.entity_profile import CoEntity, DayCount, entity_profile
 from services.db.models import Article, ArticleEntity, Entity
 from services.db.reads import NEWEST_FIRST, SUMMARY_COLUMNS, ArticleSummary, Page, summaries
@@ -57,7 +57,7 @@ def find_entity_ids(session: Session, ref: str) -> list[int]:
     if _DIGITS.fullmatch(ref):
         found = session.connection().scalar(_ENTITY_BY_ID, {"id": int(ref)})
         return [] if found is None else [found]
-    return entity_store.find_entity_ids(session, ref)
+    return entity_names.find_entity_ids(session, ref)
 
 
 def list_entities(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from services.db import lease_statements, subscriptions
 from services.db.deliveries import FANOUT_LOCK_KEY
 from services.db.engine import advisory_lock
-from services.db.entities import find_entity_ids
+from services.db.entity_names import find_entity_ids
 from services.db.events import EventRecord, events_after
 from services.db.models import Article, Delivery, Event, WebhookCursor
 from services.db.upsert import insert_ignore
