@@ -217,3 +217,17 @@ async def test_deliveries_api_shows_attempts_and_redelivers(
     assert resp.status == 202 and again["status"] == "pending" and again["attempts"] == 0
     bad = await client.get(f"/v1/subscriptions/{sub_id}/deliveries?status=lost")
     assert bad.status == 400
+
+
+def test_events_added_together_take_ids_in_the_order_given(db: Any) -> None:
+    with transaction(db) as s:
+        first = events.add_event(s, type="feed.error", now=NOW)
+        ids = events.add_events(
+            s, "article.created", [(None, None, {"n": n}) for n in range(5)], now=NOW
+        )
+    assert ids == list(range(first + 1, first + 6))
+    with db() as s:
+        stored = events.events_after(s, after=first, limit=10)
+    assert [(e.id, e.type, e.payload["n"]) for e in stored] == [
+        (i, "article.created", n) for n, i in enumerate(ids)
+    ]

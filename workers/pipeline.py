@@ -235,18 +235,22 @@ def _complete(
     found = [(i, r.found) for i, _, r, _ in items if r.found is not None]
     assert len(found) == len(items), "a new article comes with its entities"
     named = entities.store_new_entities(session, found, now=now)
-    outcomes = []
-    for (article_id, ref, ready, _), story_id, stored in zip(items, story_ids, named, strict=True):
-        payload = article_events.new_article_event_payload(
+    payloads = [
+        (article_id, ref.feed_id, article_events.new_article_event_payload(
             article_id=article_id, extracted=ready.extracted, story_id=story_id,
             feed_id=ref.feed_id, entities=stored,
-        )  # fmt: skip
-        event_id = events.add_event(
-            session, type="article.created", now=now, article_id=article_id,
-            feed_id=ref.feed_id, payload=payload,
-        )  # fmt: skip
-        outcomes.append(Outcome("created", article_id, event_id=event_id, story_id=story_id))
-    return outcomes
+        ))
+        for (article_id, ref, ready, _), story_id, stored in zip(
+            items, story_ids, named, strict=True
+        )
+    ]  # fmt: skip
+    event_ids = events.add_events(session, "article.created", payloads, now=now)
+    return [
+        Outcome("created", article_id, event_id=event_id, story_id=story_id)
+        for (article_id, _, _, _), event_id, story_id in zip(
+            items, event_ids, story_ids, strict=True
+        )
+    ]
 
 
 def _attach(

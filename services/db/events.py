@@ -43,6 +43,7 @@ def lock_events(session: Session) -> None:
 
 _EVENTS = cast(Table, Event.__table__)
 _EVENT_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
+_EVENTS_INSERT = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 
 
 def add_event(
@@ -61,6 +62,23 @@ def add_event(
         "created_at": now,
     }  # fmt: skip
     return int(core(session).execute(_EVENT_INSERT, row).scalar_one())
+
+
+def add_events(
+    session: Session, type: str, rows: Sequence[tuple[int | None, int | None, dict[str, Any]]],
+    *, now: datetime,
+) -> list[int]:  # fmt: skip
+    """:func:`add_event` for several (article id, feed id, payload) of one type, in one
+    statement; their ids, in the order given (and so in that order for subscribers)."""
+    if not rows:
+        return []
+    lock_events(session)
+    params = [
+        {"type": type, "article_id": article_id, "feed_id": feed_id, "payload": payload,
+         "created_at": now}
+        for article_id, feed_id, payload in rows
+    ]  # fmt: skip
+    return [int(i) for i in core(session).execute(_EVENTS_INSERT, params).scalars()]
 
 
 def _record(row: Event) -> EventRecord:
