@@ -38,7 +38,15 @@ from services.db import articles, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
-from workers.pipeline import Decision, Outcome, Ready, decide, item_ref, ready_key, write_new
+from workers.pipeline import (
+    Decision,
+    Outcome,
+    Ready,
+    decide_many,
+    item_ref,
+    ready_key,
+    write_new,
+)
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -93,15 +101,16 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
             extracted.append((item, raw, extract(item)))
         except (ExtractError, ValueError, KeyError, TypeError):
             continue  # the job itself records it
+    sketches = [neardup.sketch(text.text) for _, _, text in extracted]
+    with reading(ctx.sessions) as session:
+        texts = [t for _, _, t in extracted]
+        decisions = decide_many(session, list(zip(texts, sketches, strict=True)))
     pending: list[_Pending] = []
     batch = _BatchCopies()
-    with reading(ctx.sessions) as session:
-        for item, raw, text in extracted:
-            sketch = neardup.sketch(text.text)
-            copy = decide(session, text, sketch).article_id is not None
-            # A copy of an item earlier in the batch skips NER too: that item is stored first.
-            copy = batch.is_copy(text, sketch) or copy
-            pending.append((item, raw, text, sketch, copy))
+    for (item, raw, text), sketch, decision in zip(extracted, sketches, decisions, strict=True):
+        # A copy of an item earlier in the batch skips NER too: that item is stored first.
+        copy = batch.is_copy(text, sketch) or decision.article_id is not None
+        pending.append((item, raw, text, sketch, copy))
     return pending
 
 
@@ -111,10 +120,10 @@ def _store_batch(
     """Store the batch's ready items in one transaction, in order, as :func:`_store` would
     one by one; stops at the first item that needs more than that (left to its job).
 
-    Each item is decided against storage as it stands under the lock, but its writes are
-    held and made together with those of the items after it, until an item meets one of
-    the held ones (a shared URL or text, or shared bands): the held writes are made first,
-    so that item is decided as it would be one by one.
+    The items go in runs in which none meets an earlier one (a shared URL or text, or enough
+    shared bands to be compared): the items of a run are decided together against storage,
+    then written together; an item that meets one of its run starts the next, so it is
+    decided once the earlier ones are stored, as it would be one by one.
     """
     done: dict[tuple[int, str, str], Outcome] = {}
     if not ready:
@@ -124,54 +133,61 @@ def _store_batch(
         now = ctx.clock()
         keys = [(ref.feed_id, ref.item_key) for ref, _ in ready]
         seen = sightings.sighting_states(session, keys)  # as of the lock, in one round trip
-        written: set[tuple[int, str]] = set()
-        held = _Held()
+        taken: list[tuple[ItemRef, Ready]] = []
         for (ref, prepared), key in zip(ready, keys, strict=True):
             state = seen.get(key)
-            if key in written or (state is not None and state.accounts_for(ref.content_hash)):
+            if any(key == (r.feed_id, r.item_key) for r, _ in taken) or (
+                state is not None and state.accounts_for(ref.content_hash)
+            ):
                 break  # an earlier item of the batch, or another worker, took it: left to its job
-            if held.meets(prepared):
-                done.update(held.write(session, now))
-                held = _Held()
-            decision = decide(session, prepared.extracted, prepared.sketch)
-            if decision.article_id is None and prepared.found is None:
-                break  # new after all, and without entities: left to its job
-            held.add(ref, prepared, decision)
-            written.add(key)
-        done.update(held.write(session, now))
+            taken.append((ref, prepared))
+        for run in _runs(taken):
+            decisions = decide_many(session, [(r.extracted, r.sketch) for _, r in run])
+            held = _Held()
+            for (ref, prepared), decision in zip(run, decisions, strict=True):
+                if decision.article_id is None and prepared.found is None:
+                    done.update(held.write(session, now))
+                    return done  # new after all, and without entities: left to its job
+                held.add(ref, prepared, decision)
+            done.update(held.write(session, now))
     return done
 
 
+def _runs(items: list[tuple[ItemRef, Ready]]) -> list[list[tuple[ItemRef, Ready]]]:
+    """``items`` cut, in order, before each item that meets an earlier one of its run."""
+    runs: list[list[tuple[ItemRef, Ready]]] = []
+    urls: set[str] = set()
+    hashes: set[str] = set()
+    bands: list[tuple[int, ...]] = []
+    for ref, ready in items:
+        extracted, sketch = ready.extracted, ready.sketch
+        meets = extracted.content_hash in hashes or bool(urls.intersection(extracted.urls))
+        if not meets and sketch is not None:
+            meets = any(
+                sum(a == b for a, b in zip(sketch.bands, theirs, strict=True))
+                >= stories.MIN_BAND_HITS
+                for theirs in bands
+            )
+        if meets or not runs:
+            runs.append([])
+            urls, hashes, bands = set(), set(), []
+        runs[-1].append((ref, ready))
+        urls.update(extracted.urls)
+        hashes.add(extracted.content_hash)
+        if sketch is not None:
+            bands.append(sketch.bands)
+    return runs
+
+
 class _Held:
-    """Writes decided under the lock and not made yet: copies to attach, new articles."""
+    """A run's writes, decided under the lock: copies to attach, new articles."""
 
     def __init__(self) -> None:
         self.copies: list[tuple[ItemRef, Ready, Decision]] = []
         self.new: list[tuple[ItemRef, Ready, Decision]] = []
-        self.urls: set[str] = set()
-        self.hashes: set[str] = set()
-        self.bands: list[tuple[int, ...]] = []
 
     def add(self, ref: ItemRef, ready: Ready, decision: Decision) -> None:
         (self.new if decision.article_id is None else self.copies).append((ref, ready, decision))
-        self.urls.update(ready.extracted.urls)
-        self.hashes.add(ready.extracted.content_hash)
-        if decision.article_id is None and ready.sketch is not None:
-            self.bands.append(ready.sketch.bands)
-
-    def meets(self, ready: Ready) -> bool:
-        """Whether ``ready``'s decision could depend on the held writes: it shares a URL or
-        the text with one of them, or enough bands with a held new article to be compared."""
-        extracted = ready.extracted
-        if extracted.content_hash in self.hashes or self.urls.intersection(extracted.urls):
-            return True
-        if ready.sketch is None:
-            return False
-        mine = ready.sketch.bands
-        return any(
-            sum(a == b for a, b in zip(mine, theirs, strict=True)) >= stories.MIN_BAND_HITS
-            for theirs in self.bands
-        )
 
     def write(self, session: Session, now: datetime) -> dict[tuple[int, str, str], Outcome]:
         """Make the held writes: the copies' sightings, then the new articles in order."""

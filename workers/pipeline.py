@@ -135,16 +135,32 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
 
 
 def decide(session: Session, extracted: Extracted, sketch: neardup.Sketch | None) -> Decision:
-    copy = articles.find_copy(session, extracted.urls, extracted.content_hash)
-    if copy is not None:
-        reason, article_id = copy
-        return Decision(article_id, reason)
-    match = stories.find_similar(session, sketch)
-    if match is None:
-        return Decision()
-    if match.relation is neardup.Relation.DUPLICATE:
-        return Decision(match.article_id, "near_duplicate")
-    return Decision(story_like=match.article_id)
+    """Where an item goes, as storage stands (see :func:`decide_many`)."""
+    return decide_many(session, [(extracted, sketch)])[0]
+
+
+def decide_many(
+    session: Session, items: Sequence[tuple[Extracted, neardup.Sketch | None]]
+) -> list[Decision]:
+    """Where each item goes, as storage stands, in four statements at most for all of them:
+    a copy by URL, else by text, else by near-duplicate text; or new, in the story of the
+    closest related article if there is one. Each is decided as if it were alone."""
+    copies = articles.find_copies(session, [(e.urls, e.content_hash) for e, _ in items])
+    matches = stories.find_similar_many(
+        session, [None if copy is not None else sketch for copy, (_, sketch) in zip(
+            copies, items, strict=True)]
+    )  # fmt: skip
+    found: list[Decision] = []
+    for copy, match in zip(copies, matches, strict=True):
+        if copy is not None:
+            found.append(Decision(copy[1], copy[0]))
+        elif match is None:
+            found.append(Decision())
+        elif match.relation is neardup.Relation.DUPLICATE:
+            found.append(Decision(match.article_id, "near_duplicate"))
+        else:
+            found.append(Decision(story_like=match.article_id))
+    return found
 
 
 def _store(

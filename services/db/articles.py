@@ -91,30 +91,52 @@ def find_by_content(session: Session, content_hash: str) -> int | None:
     return None if found is None else int(found)
 
 
-def _copy_of() -> Any:
-    by_url = _BY_URLS.subquery()
-    by_text = _BY_CONTENT.limit(1).subquery()
-    return (
-        union_all(
-            select(literal_column("0").label("rank"), by_url.c.id),
-            select(literal_column("1").label("rank"), by_text.c.id),
-        )
-        .order_by("rank")
-        .limit(1)
-    )
+def _copies_of() -> Any:
+    urls: BindParameter[str] = bindparam("urls", expanding=True)
+    hashes: BindParameter[str] = bindparam("hashes", expanding=True)
+    kind = literal_column
+    return union_all(
+        select(kind("0").label("kind"), _URLS.c.url.label("k"), _URLS.c.article_id.label("id"))
+        .where(_URLS.c.url.in_(urls)),
+        select(kind("1"), _ARTICLES.c.canonical_url, _ARTICLES.c.id)
+        .where(_ARTICLES.c.canonical_url.in_(urls)),
+        select(kind("2"), _ARTICLES.c.content_hash, _ARTICLES.c.id)
+        .where(_ARTICLES.c.content_hash.in_(hashes)),
+    )  # fmt: skip
 
 
-_COPY_OF = _copy_of()
+_COPIES_OF = _copies_of()
 
 
-def find_copy(session: Session, urls: Sequence[str], content_hash: str) -> tuple[str, int] | None:
-    """The article already known under one of ``urls`` (reason ``url``) or else with the
-    same text (``content``), in one round trip: what :func:`find_by_urls`, then
-    :func:`find_by_content` would find."""
-    row = core(session).execute(_COPY_OF, {"urls": list(urls), "h": content_hash}).first()
-    if row is None:
-        return None
-    return ("url" if row[0] == 0 else "content", int(row[1]))
+def find_copies(
+    session: Session, items: Sequence[tuple[Sequence[str], str]]
+) -> list[tuple[str, int] | None]:
+    """For each (URLs, text hash), the article already known under one of the URLs (reason
+    ``url``; the first of them that is known, in the order given) or else with the same text
+    (``content``), or None: one statement for all of them."""
+    if not items:
+        return []
+    urls = sorted({u for seen, _ in items for u in seen})
+    hashes = sorted({h for _, h in items})
+    # Every URL is also recorded in article_urls; the canonical column is the fallback for
+    # articles stored before that.
+    found_by: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+    for kind, key, article_id in core(session).execute(
+        _COPIES_OF, {"urls": urls, "hashes": hashes}
+    ):
+        found_by[int(kind)].setdefault(key, int(article_id))
+    alias, canonical, by_hash = found_by
+    by_url = canonical | alias
+    found: list[tuple[str, int] | None] = []
+    for seen, digest in items:
+        hit = next((by_url[u] for u in seen if u in by_url), None)
+        if hit is not None:
+            found.append(("url", hit))
+        elif digest in by_hash:
+            found.append(("content", by_hash[digest]))
+        else:
+            found.append(None)
+    return found
 
 
 def events_since(session: Session, *, article_id: int, type: str, since: datetime) -> int:

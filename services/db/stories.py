@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     Table,
@@ -233,14 +233,7 @@ def candidates(
         "exclude": -1 if exclude is None else exclude,
     }
     ids = list(conn.scalars(_BAND_HITS[dialect], params))
-    if not ids:
-        return []
-    current = {article_id: digest for article_id, digest in conn.execute(_DIGESTS, {"ids": ids})}
-    found = {i: _SHINGLES.get(i, digest) for i, digest in current.items()}
-    stale = [i for i, ids_ in found.items() if ids_ is None]
-    if stale:
-        for i, digest, body in conn.execute(_TEXTS, {"ids": stale}):
-            found[i] = _SHINGLES.put(i, digest, neardup.shingles(body))
+    found = _shingles_of(conn, ids)
     return [(i, ids_) for i in ids if (ids_ := found.get(i)) is not None]
 
 
@@ -256,6 +249,78 @@ def find_similar(
         return None
     found = candidates(session, sketch, exclude=exclude)
     return neardup.best_match(sketch.shingles, found)
+
+
+# Many sketches' bands as rows (item, band, value): a JSON array of triples on SQLite (one
+# table-valued source, so the join probes the (band, value) index with both columns; three
+# arrays joined on their keys made SQLite probe by band alone), three arrays unnested
+# together on PostgreSQL.
+_MANY_BAND_ROWS = {
+    "sqlite": (
+        "SELECT json_extract(value, '$[0]') AS item, json_extract(value, '$[1]') AS band, "
+        "json_extract(value, '$[2]') AS value FROM json_each(:rows)"
+    ),
+    "postgresql": (
+        "SELECT item, band, value FROM unnest(CAST(:items AS integer[]), "
+        "CAST(:bands AS smallint[]), CAST(:vals AS bigint[])) AS t(item, band, value)"
+    ),
+}
+_MANY_BAND_HITS = {
+    dialect: text(
+        f"WITH q(item, band, value) AS ({rows}) "
+        "SELECT q.item, ab.article_id, count(*) AS hits FROM q JOIN article_bands ab "
+        "ON ab.band = q.band AND ab.value = q.value "
+        "GROUP BY q.item, ab.article_id HAVING count(*) >= :min_hits"
+    )
+    for dialect, rows in _MANY_BAND_ROWS.items()
+}
+
+
+def find_similar_many(
+    session: Session, sketches: Sequence[neardup.Sketch | None]
+) -> list[neardup.Match | None]:
+    """:func:`find_similar` for several sketches, in three statements in all: the band hits
+    of every sketch, the text hashes of every candidate, the texts of those not cached."""
+    found: list[neardup.Match | None] = [None] * len(sketches)
+    wanted = [(n, s) for n, s in enumerate(sketches) if s is not None]
+    if not wanted:
+        return found
+    conn = core(session)
+    dialect = conn.dialect.name
+    rows = [(n, band, value) for n, s in wanted for band, value in enumerate(s.bands)]
+    params: dict[str, Any] = (
+        {"rows": json.dumps(rows)}
+        if dialect == "sqlite"
+        else {"items": [r[0] for r in rows], "bands": [r[1] for r in rows],
+              "vals": [r[2] for r in rows]}
+    )  # fmt: skip
+    hits: dict[int, list[tuple[int, int]]] = {}
+    for item, article_id, count in conn.execute(
+        _MANY_BAND_HITS[dialect], params | {"min_hits": MIN_BAND_HITS}
+    ):
+        hits.setdefault(int(item), []).append((-int(count), int(article_id)))
+    # Per sketch, as candidates() ranks them: most shared bands first, then the lowest id.
+    ranked = {n: [a for _, a in sorted(h)[:MAX_CANDIDATES]] for n, h in hits.items()}
+    shingles = _shingles_of(conn, sorted({a for ids in ranked.values() for a in ids}))
+    for n, ids in ranked.items():
+        sketch = sketches[n]
+        assert sketch is not None
+        stored = [(a, ids_) for a in ids if (ids_ := shingles.get(a)) is not None]
+        found[n] = neardup.best_match(sketch.shingles, stored)
+    return found
+
+
+def _shingles_of(conn: Any, ids: list[int]) -> dict[int, frozenset[int]]:
+    """The shingles of the stored texts of articles ``ids`` (cached while unchanged)."""
+    if not ids:
+        return {}
+    current = {article_id: digest for article_id, digest in conn.execute(_DIGESTS, {"ids": ids})}
+    found = {i: _SHINGLES.get(i, digest) for i, digest in current.items()}
+    stale = [i for i, ids_ in found.items() if ids_ is None]
+    if stale:
+        for i, digest, body in conn.execute(_TEXTS, {"ids": stale}):
+            found[i] = _SHINGLES.put(i, digest, neardup.shingles(body))
+    return {i: ids_ for i, ids_ in found.items() if ids_ is not None}
 
 
 _STORY_INSERT = insert(_STORIES).returning(_STORIES.c.id)
