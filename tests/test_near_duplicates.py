@@ -333,7 +333,7 @@ def test_the_band_lookups_probe_the_band_index_with_both_columns(engine: Engine)
 
     from sqlalchemy import text
 
-    from services.db import stories
+    from services.db import bands
 
     dialect = engine.dialect.name
     sketch = list(range(64))
@@ -346,8 +346,8 @@ def test_the_band_lookups_probe_the_band_index_with_both_columns(engine: Engine)
         many = {"items": [0] * 64, "bands": list(range(64)), "vals": sketch}
         explain = "EXPLAIN "
     checks = [
-        (stories._BAND_HITS[dialect], one | {"min_hits": 2, "limit": 50, "exclude": -1}),
-        (stories._MANY_BAND_HITS[dialect], many | {"min_hits": 2}),
+        (bands._BAND_HITS[dialect], one | {"min_hits": 2, "limit": 50, "exclude": -1}),
+        (bands._MANY_BAND_HITS[dialect], many | {"min_hits": 2}),
     ]
     with engine.begin() as conn:
         if dialect == "postgresql":  # a tiny table: make the planner show its index path

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.db.bands import ShingleCache
 from services.db.engine import make_engine, reading, session_factory, transaction
 from services.db.models import Article
-from services.db.stories import ShingleCache
 
 
 def test_shingle_cache_is_lru_and_misses_on_a_changed_text() -> None:

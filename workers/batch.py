@@ -34,7 +34,7 @@ from services.core import neardup
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, sightings, stories
+from services.db import articles, bands, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
@@ -158,24 +158,24 @@ def _runs(items: list[tuple[ItemRef, Ready]]) -> list[list[tuple[ItemRef, Ready]
     runs: list[list[tuple[ItemRef, Ready]]] = []
     urls: set[str] = set()
     hashes: set[str] = set()
-    bands: list[tuple[int, ...]] = []
+    sketches: list[tuple[int, ...]] = []
     for ref, ready in items:
         extracted, sketch = ready.extracted, ready.sketch
         meets = extracted.content_hash in hashes or bool(urls.intersection(extracted.urls))
         if not meets and sketch is not None:
             meets = any(
                 sum(a == b for a, b in zip(sketch.bands, theirs, strict=True))
-                >= stories.MIN_BAND_HITS
-                for theirs in bands
+                >= bands.MIN_BAND_HITS
+                for theirs in sketches
             )
         if meets or not runs:
             runs.append([])
-            urls, hashes, bands = set(), set(), []
+            urls, hashes, sketches = set(), set(), []
         runs[-1].append((ref, ready))
         urls.update(extracted.urls)
         hashes.add(extracted.content_hash)
         if sketch is not None:
-            bands.append(sketch.bands)
+            sketches.append(sketch.bands)
     return runs
 
 

@@ -26,7 +26,16 @@ from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import article_events, articles, entities, events, feeds, sightings, stories
+from services.db import (
+    article_events,
+    articles,
+    bands,
+    entities,
+    events,
+    feeds,
+    sightings,
+    stories,
+)
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
 from workers.context import WorkerContext
@@ -146,7 +155,7 @@ def decide_many(
     a copy by URL, else by text, else by near-duplicate text; or new, in the story of the
     closest related article if there is one. Each is decided as if it were alone."""
     copies = articles.find_copies(session, [(e.urls, e.content_hash) for e, _ in items])
-    matches = stories.find_similar_many(
+    matches = bands.find_similar_many(
         session, [None if copy is not None else sketch for copy, (_, sketch) in zip(
             copies, items, strict=True)]
     )  # fmt: skip
@@ -245,7 +254,7 @@ def _complete(
         else stories.join_story(session, article_id=i, like=d.story_like, now=now)
         for i, _, _, d in items
     ]
-    stories.index_new_articles(
+    bands.index_new_articles(
         session, [(i, r.sketch, r.extracted.content_hash) for i, _, r, _ in items]
     )
     found = [(i, r.found) for i, _, r, _ in items if r.found is not None]
@@ -340,7 +349,7 @@ def _changed(
             return Outcome("unchanged", article_id, reason="same_article")
         articles.save_source(session, article_id=article_id, payload=ref.payload, now=now)
         if "text" in changes["fields"]:
-            stories.index_article(
+            bands.index_article(
                 session, article_id=article_id, sketch=sketch, content_hash=extracted.content_hash
             )
         if _update_capped(session, article_id, now):

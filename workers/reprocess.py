@@ -29,7 +29,7 @@ from services.core.entities import ArticleEntity as FoundEntity
 from services.core.entities import canonicalise
 from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
-from services.db import articles, entities, stories
+from services.db import articles, bands, entities, stories
 from services.db.engine import reading, transaction
 from services.db.models import Article
 from workers.context import WorkerContext
@@ -118,7 +118,7 @@ def _copies(
 ) -> dict[int, str]:
     """Other stored articles this one is a copy of (or that are copies of it), and why."""
     found: dict[int, str] = {}
-    match = stories.find_similar(session, sketch, exclude=article_id)
+    match = bands.find_similar(session, sketch, exclude=article_id)
     if match is not None and match.relation is neardup.Relation.DUPLICATE:
         found[match.article_id] = "near_duplicate"
     by_text = articles.find_by_content(session, extracted.content_hash)
@@ -153,11 +153,11 @@ def _refresh(
         changes = articles.update_article(
             session, article_id=article_id, extracted=extracted, now=now
         )
-    stories.index_article(session, article_id=article_id, sketch=sketch)
+    bands.index_article(session, article_id=article_id, sketch=sketch)
     row = session.get(Article, article_id)
     assert row is not None
     if row.story_id is None:
-        like = stories.find_similar(session, sketch, exclude=article_id)
+        like = bands.find_similar(session, sketch, exclude=article_id)
         if like is None:
             stories.start_story(session, article_id=article_id, now=now)
         else:

@@ -1,0 +1,261 @@
+"""The near-duplicate index: each article's LSH bands, and the lookups that find the stored
+articles a new text is a copy of or shares a story with."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, TextClause, bindparam, delete, select, text
+from sqlalchemy.orm import Session
+
+from services.core import neardup
+from services.db.models import Article, ArticleBand
+from services.db.upsert import core
+
+_ARTICLES = cast(Table, Article.__table__)
+# Candidates verified per lookup, most shared bands first. Real clusters share most of their
+# 64 bands; the cap bounds the work when boilerplate makes many articles share a few.
+MAX_CANDIDATES = 50
+
+_BANDS = cast(Table, ArticleBand.__table__)
+_BANDS_DELETE = delete(_BANDS).where(_BANDS.c.article_id == bindparam("id"))
+
+
+def index_article(
+    session: Session,
+    *,
+    article_id: int,
+    sketch: neardup.Sketch | None,
+    content_hash: str | None = None,
+) -> None:
+    """Make the article's stored bands those of ``sketch`` (none for a short text); for an
+    article inserted in this transaction, :func:`index_new_articles`.
+
+    ``content_hash``: the hash of the text now stored on the article, when ``sketch`` is of
+    that text; its shingles are then remembered, so the next lookups that meet the article
+    as a candidate need not read and shingle its text again.
+    """
+    if sketch is not None and content_hash is not None:
+        _SHINGLES.put(article_id, content_hash, sketch.shingles)
+    conn = core(session)
+    conn.execute(_BANDS_DELETE, {"id": article_id})
+    if sketch is None:
+        return
+    dialect = conn.dialect.name
+    conn.execute(_BANDS_INSERT[dialect], {"id": article_id, "bands": _bands_param(dialect, sketch)})
+
+
+def index_new_articles(
+    session: Session, items: Sequence[tuple[int, neardup.Sketch | None, str]]
+) -> None:
+    """:func:`index_article` for articles inserted in this transaction, given as (id,
+    sketch of the stored text, its hash): one statement for all their bands."""
+    rows = []
+    conn = core(session)
+    dialect = conn.dialect.name
+    for article_id, sketch, content_hash in items:
+        if sketch is not None:
+            _SHINGLES.put(article_id, content_hash, sketch.shingles)
+            rows.append({"id": article_id, "bands": _bands_param(dialect, sketch)})
+    if rows:
+        conn.execute(_BANDS_INSERT[dialect], rows)
+
+
+class ShingleCache:
+    """Shingle sets of recently compared articles, by id and text hash, least recently used
+    out first.
+
+    The same articles come up as candidates again and again (a developing story, a wire
+    copy's siblings, and each job's second lookup under the lock); their stored text need
+    not be read and shingled every time. A text whose hash changed is a miss.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[int, tuple[str, frozenset[int]]] = OrderedDict()
+
+    def get(self, article_id: int, digest: str) -> frozenset[int] | None:
+        hit = self._items.get(article_id)
+        if hit is None or hit[0] != digest:
+            return None
+        self._items.move_to_end(article_id)
+        return hit[1]
+
+    def put(self, article_id: int, digest: str, shingles: frozenset[int]) -> frozenset[int]:
+        self._items[article_id] = (digest, shingles)
+        self._items.move_to_end(article_id)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return shingles
+
+
+# About 25 KB per 500-word article: 500 entries stay near 12 MB per worker (2,000 showed as
+# 50+ MB of growth over a 10-minute bench/pipeline.py run before the cache was full).
+_SHINGLES = ShingleCache(500)
+
+# A candidate must share at least this many of the 64 bands before its text is loaded and
+# compared: one shared band is usually a common phrase. A pair at the STORY threshold
+# (Jaccard 0.25) still shares two bands 91% of the time, at 0.3 98%, a duplicate always.
+MIN_BAND_HITS = 2
+
+
+# A sketch's bands travel as one parameter, a list expanded into (band, value) rows in SQL:
+# a JSON array on SQLite (``json_each``: key = band), a bigint array on PostgreSQL
+# (``unnest ... WITH ORDINALITY``). Binding 64 pairs one by one cost more than the lookup.
+_BAND_ROWS = {
+    "sqlite": "SELECT key AS band, value FROM json_each(:bands)",
+    "postgresql": (
+        "SELECT CAST(ord - 1 AS smallint) AS band, v AS value "
+        "FROM unnest(CAST(:bands AS bigint[])) WITH ORDINALITY AS t(v, ord)"
+    ),
+}
+
+
+def _band_hits_sql(rows: str) -> TextClause:
+    """Articles sharing at least ``:min_hits`` of the sketch's (band, value) pairs.
+
+    The pairs are rows joined to ``article_bands``, so both SQLite and PostgreSQL probe the
+    (band, value) index once per band; a row-value ``IN`` list makes SQLite scan the whole
+    table instead (O(articles) per lookup).
+    """
+    return text(
+        f"WITH q(band, value) AS ({rows}) "
+        "SELECT ab.article_id FROM q JOIN article_bands ab "
+        "ON ab.band = q.band AND ab.value = q.value "
+        "WHERE ab.article_id <> :exclude "
+        "GROUP BY ab.article_id HAVING count(*) >= :min_hits "
+        "ORDER BY count(*) DESC, ab.article_id LIMIT :limit"
+    )
+
+
+_BAND_HITS = {dialect: _band_hits_sql(rows) for dialect, rows in _BAND_ROWS.items()}
+_BANDS_INSERT = {
+    dialect: text(
+        "INSERT INTO article_bands (article_id, band, value) "
+        f"SELECT :id, band, value FROM ({rows}) AS q"
+    )
+    for dialect, rows in _BAND_ROWS.items()
+}
+
+
+def _bands_param(dialect: str, sketch: neardup.Sketch) -> object:
+    return json.dumps(sketch.bands) if dialect == "sqlite" else list(sketch.bands)
+
+
+_DIGESTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash).where(
+    _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
+)
+_TEXTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash, _ARTICLES.c.text).where(
+    _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+def candidates(
+    session: Session,
+    sketch: neardup.Sketch,
+    *,
+    limit: int = MAX_CANDIDATES,
+    exclude: int | None = None,
+) -> list[tuple[int, frozenset[int]]]:
+    """Stored articles sharing bands with ``sketch`` (but article ``exclude``), with their
+    shingles for verification (from this process's cache when the text is unchanged)."""
+    conn = core(session)
+    dialect = conn.dialect.name
+    params = {
+        "bands": _bands_param(dialect, sketch),
+        "min_hits": MIN_BAND_HITS,
+        "limit": limit,
+        "exclude": -1 if exclude is None else exclude,
+    }
+    ids = list(conn.scalars(_BAND_HITS[dialect], params))
+    found = _shingles_of(conn, ids)
+    return [(i, ids_) for i in ids if (ids_ := found.get(i)) is not None]
+
+
+def find_similar(
+    session: Session,
+    sketch: neardup.Sketch | None,
+    *,
+    exclude: int | None = None,
+) -> neardup.Match | None:
+    """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup),
+    other than article ``exclude`` (reprocessing compares an article with the others)."""
+    if sketch is None:
+        return None
+    found = candidates(session, sketch, exclude=exclude)
+    return neardup.best_match(sketch.shingles, found)
+
+
+# Many sketches' bands as rows (item, band, value): a JSON array of triples on SQLite (one
+# table-valued source, so the join probes the (band, value) index with both columns; three
+# arrays joined on their keys made SQLite probe by band alone), three arrays unnested
+# together on PostgreSQL.
+_MANY_BAND_ROWS = {
+    "sqlite": (
+        "SELECT json_extract(value, '$[0]') AS item, json_extract(value, '$[1]') AS band, "
+        "json_extract(value, '$[2]') AS value FROM json_each(:rows)"
+    ),
+    "postgresql": (
+        "SELECT item, band, value FROM unnest(CAST(:items AS integer[]), "
+        "CAST(:bands AS smallint[]), CAST(:vals AS bigint[])) AS t(item, band, value)"
+    ),
+}
+_MANY_BAND_HITS = {
+    dialect: text(
+        f"WITH q(item, band, value) AS ({rows}) "
+        "SELECT q.item, ab.article_id, count(*) AS hits FROM q JOIN article_bands ab "
+        "ON ab.band = q.band AND ab.value = q.value "
+        "GROUP BY q.item, ab.article_id HAVING count(*) >= :min_hits"
+    )
+    for dialect, rows in _MANY_BAND_ROWS.items()
+}
+
+
+def find_similar_many(
+    session: Session, sketches: Sequence[neardup.Sketch | None]
+) -> list[neardup.Match | None]:
+    """:func:`find_similar` for several sketches, in three statements in all: the band hits
+    of every sketch, the text hashes of every candidate, the texts of those not cached."""
+    found: list[neardup.Match | None] = [None] * len(sketches)
+    wanted = [(n, s) for n, s in enumerate(sketches) if s is not None]
+    if not wanted:
+        return found
+    conn = core(session)
+    dialect = conn.dialect.name
+    rows = [(n, band, value) for n, s in wanted for band, value in enumerate(s.bands)]
+    params: dict[str, Any] = (
+        {"rows": json.dumps(rows)}
+        if dialect == "sqlite"
+        else {"items": [r[0] for r in rows], "bands": [r[1] for r in rows],
+              "vals": [r[2] for r in rows]}
+    )  # fmt: skip
+    hits: dict[int, list[tuple[int, int]]] = {}
+    for item, article_id, count in conn.execute(
+        _MANY_BAND_HITS[dialect], params | {"min_hits": MIN_BAND_HITS}
+    ):
+        hits.setdefault(int(item), []).append((-int(count), int(article_id)))
+    # Per sketch, as candidates() ranks them: most shared bands first, then the lowest id.
+    ranked = {n: [a for _, a in sorted(h)[:MAX_CANDIDATES]] for n, h in hits.items()}
+    shingles = _shingles_of(conn, sorted({a for ids in ranked.values() for a in ids}))
+    for n, ids in ranked.items():
+        sketch = sketches[n]
+        assert sketch is not None
+        stored = [(a, ids_) for a in ids if (ids_ := shingles.get(a)) is not None]
+        found[n] = neardup.best_match(sketch.shingles, stored)
+    return found
+
+
+def _shingles_of(conn: Any, ids: list[int]) -> dict[int, frozenset[int]]:
+    """The shingles of the stored texts of articles ``ids`` (cached while unchanged)."""
+    if not ids:
+        return {}
+    current = {article_id: digest for article_id, digest in conn.execute(_DIGESTS, {"ids": ids})}
+    found = {i: _SHINGLES.get(i, digest) for i, digest in current.items()}
+    stale = [i for i, ids_ in found.items() if ids_ is None]
+    if stale:
+        for i, digest, body in conn.execute(_TEXTS, {"ids": stale}):
+            found[i] = _SHINGLES.put(i, digest, neardup.shingles(body))
+    return {i: ids_ for i, ids_ in found.items() if ids_ is not None}
