@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, TextClause, bindparam, delete, select, text
+from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
 from services.core import neardup
@@ -114,24 +114,6 @@ _BAND_ROWS = {
 }
 
 
-def _band_hits_sql(rows: str) -> TextClause:
-    """Articles sharing at least ``:min_hits`` of the sketch's (band, value) pairs.
-
-    The pairs are rows joined to ``article_bands``, so both SQLite and PostgreSQL probe the
-    (band, value) index once per band; a row-value ``IN`` list makes SQLite scan the whole
-    table instead (O(articles) per lookup).
-    """
-    return text(
-        f"WITH q(band, value) AS ({rows}) "
-        "SELECT ab.article_id FROM q JOIN article_bands ab "
-        "ON ab.band = q.band AND ab.value = q.value "
-        "WHERE ab.article_id <> :exclude "
-        "GROUP BY ab.article_id HAVING count(*) >= :min_hits "
-        "ORDER BY count(*) DESC, ab.article_id LIMIT :limit"
-    )
-
-
-_BAND_HITS = {dialect: _band_hits_sql(rows) for dialect, rows in _BAND_ROWS.items()}
 _BANDS_INSERT = {
     dialect: text(
         "INSERT INTO article_bands (article_id, band, value) "
@@ -153,28 +135,6 @@ _TEXTS = select(_ARTICLES.c.id, _ARTICLES.c.content_hash, _ARTICLES.c.text).wher
 )
 
 
-def candidates(
-    session: Session,
-    sketch: neardup.Sketch,
-    *,
-    limit: int = MAX_CANDIDATES,
-    exclude: int | None = None,
-) -> list[tuple[int, frozenset[int]]]:
-    """Stored articles sharing bands with ``sketch`` (but article ``exclude``), with their
-    shingles for verification (from this process's cache when the text is unchanged)."""
-    conn = core(session)
-    dialect = conn.dialect.name
-    params = {
-        "bands": _bands_param(dialect, sketch),
-        "min_hits": MIN_BAND_HITS,
-        "limit": limit,
-        "exclude": -1 if exclude is None else exclude,
-    }
-    ids = list(conn.scalars(_BAND_HITS[dialect], params))
-    found = _shingles_of(conn, ids)
-    return [(i, ids_) for i in ids if (ids_ := found.get(i)) is not None]
-
-
 def find_similar(
     session: Session,
     sketch: neardup.Sketch | None,
@@ -183,10 +143,7 @@ def find_similar(
 ) -> neardup.Match | None:
     """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup),
     other than article ``exclude`` (reprocessing compares an article with the others)."""
-    if sketch is None:
-        return None
-    found = candidates(session, sketch, exclude=exclude)
-    return neardup.best_match(sketch.shingles, found)
+    return find_similar_many(session, [sketch], exclude=exclude)[0]
 
 
 # Many sketches' bands as rows (item, band, value): a JSON array of triples on SQLite (one
@@ -207,7 +164,7 @@ _MANY_BAND_HITS = {
     dialect: text(
         f"WITH q(item, band, value) AS ({rows}) "
         "SELECT q.item, ab.article_id, count(*) AS hits FROM q JOIN article_bands ab "
-        "ON ab.band = q.band AND ab.value = q.value "
+        "ON ab.band = q.band AND ab.value = q.value WHERE ab.article_id <> :exclude "
         "GROUP BY q.item, ab.article_id HAVING count(*) >= :min_hits"
     )
     for dialect, rows in _MANY_BAND_ROWS.items()
@@ -215,10 +172,15 @@ _MANY_BAND_HITS = {
 
 
 def find_similar_many(
-    session: Session, sketches: Sequence[neardup.Sketch | None]
+    session: Session, sketches: Sequence[neardup.Sketch | None], *, exclude: int | None = None
 ) -> list[neardup.Match | None]:
     """:func:`find_similar` for several sketches, in three statements in all: the band hits
-    of every sketch, the text hashes of every candidate, the texts of those not cached."""
+    of every sketch, the text hashes of every candidate, the texts of those not cached.
+
+    The (band, value) pairs are rows joined to ``article_bands``, so both SQLite and
+    PostgreSQL probe its (band, value) index once per pair; a row-value ``IN`` list makes
+    SQLite scan the whole table instead.
+    """
     found: list[neardup.Match | None] = [None] * len(sketches)
     wanted = [(n, s) for n, s in enumerate(sketches) if s is not None]
     if not wanted:
@@ -234,10 +196,11 @@ def find_similar_many(
     )  # fmt: skip
     hits: dict[int, list[tuple[int, int]]] = {}
     for item, article_id, count in conn.execute(
-        _MANY_BAND_HITS[dialect], params | {"min_hits": MIN_BAND_HITS}
+        _MANY_BAND_HITS[dialect],
+        params | {"min_hits": MIN_BAND_HITS, "exclude": -1 if exclude is None else exclude},
     ):
         hits.setdefault(int(item), []).append((-int(count), int(article_id)))
-    # Per sketch, as candidates() ranks them: most shared bands first, then the lowest id.
+    # Per sketch: most shared bands first, then the lowest id.
     ranked = {n: [a for _, a in sorted(h)[:MAX_CANDIDATES]] for n, h in hits.items()}
     shingles = _shingles_of(conn, sorted({a for ids in ranked.values() for a in ids}))
     for n, ids in ranked.items():
