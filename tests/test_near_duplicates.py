@@ -205,16 +205,33 @@ STORIES = {
 }
 
 
-@pytest.mark.parametrize("workers", [1, 4])
-@pytest.mark.parametrize("order", [1, 2, 3])
-def test_grouping_does_not_depend_on_order_or_workers(
-    ctx: WorkerContext, db: Any, order: int, workers: int
-) -> None:
+def mix_jobs(db: Any, order: int) -> list[dict[str, Any]]:
+    """The mix's jobs, each from a feed of its own, shuffled by seed ``order``."""
     jobs = [
         payload(_feed(db, f"http://feed{i}.test/rss"), text, url=url)
         for i, (text, url) in enumerate(mix())
     ]
     random.Random(order).shuffle(jobs)
+    return jobs
+
+
+def assert_grouped(db: Any) -> None:
+    """The mix stored as ARTICLES in STORIES, one created event per article."""
+    assert partition(db, Article.id) == ARTICLES
+    assert partition(db, Article.story_id) == STORIES
+    with db() as session:
+        created = session.scalars(select(Event).where(Event.type == "article.created")).all()
+        stories = {s.id: s.article_count for s in session.scalars(select(Story))}
+    assert len(created) == len(ARTICLES)
+    assert sorted(stories.values()) == sorted(sum(a <= st for a in ARTICLES) for st in STORIES)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_grouping_does_not_depend_on_order_or_workers(
+    ctx: WorkerContext, db: Any, order: int, workers: int
+) -> None:
+    jobs = mix_jobs(db, order)
     pending = list(jobs)
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -238,13 +255,7 @@ def test_grouping_does_not_depend_on_order_or_workers(
     for t in threads:
         t.join()
     assert not errors
-    assert partition(db, Article.id) == ARTICLES
-    assert partition(db, Article.story_id) == STORIES
-    with db() as session:
-        created = session.scalars(select(Event).where(Event.type == "article.created")).all()
-        stories = {s.id: s.article_count for s in session.scalars(select(Story))}
-    assert len(created) == len(ARTICLES)
-    assert sorted(stories.values()) == sorted(sum(a <= st for a in ARTICLES) for st in STORIES)
+    assert_grouped(db)
 
 
 @pytest.mark.parametrize("batch", [5, 12])
@@ -252,30 +263,19 @@ def test_grouping_does_not_depend_on_order_or_workers(
 def test_grouping_is_the_same_when_items_come_in_batches(
     ctx: WorkerContext, db: Any, order: int, batch: int
 ) -> None:
-    """A worker's batch decides each item under the lock but holds its writes until an item
-    meets a held one (the wire copies, the same-story follow-up): the same articles and
+    """A worker's batch decides and writes its items in runs, cut before an item that meets
+    an earlier one (the wire copies, the same-story follow-up): the same articles and
     stories as one by one."""
     from workers.batch import prepare
 
-    jobs = [
-        payload(_feed(db, f"http://feed{i}.test/rss"), text, url=url)
-        for i, (text, url) in enumerate(mix())
-    ]
-    random.Random(order).shuffle(jobs)
+    jobs = mix_jobs(db, order)
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         stored = prepare(ctx, chunk)
         outcomes = [process(ctx, job).status for job in chunk]  # as the worker runs each job
         assert stored >= 1 and not ctx.prepared
         assert "error" not in outcomes
-        ctx.prepared.clear()
-    assert partition(db, Article.id) == ARTICLES
-    assert partition(db, Article.story_id) == STORIES
-    with db() as session:
-        created = session.scalars(select(Event).where(Event.type == "article.created")).all()
-        stories = {s.id: s.article_count for s in session.scalars(select(Story))}
-    assert len(created) == len(ARTICLES)
-    assert sorted(stories.values()) == sorted(sum(a <= st for a in ARTICLES) for st in STORIES)
+    assert_grouped(db)
 
 
 def test_update_events_are_capped_per_day(ctx: WorkerContext, db: Any, clock: Clock) -> None:
