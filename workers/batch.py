@@ -6,12 +6,11 @@ call per text), then decides and writes them in one transaction under the dedup 
 order, each exactly as its own job would: the sighting is read again inside, so an earlier
 item of the batch counts. Each job then returns its item's outcome (workers.pipeline.process).
 
-Under the lock, each item is decided against storage, and its writes are held and made
-with those of the items after it (one statement for all their articles, one for their
-sightings, and so on) until an item meets a held one: shares a URL or the text with it, or
-enough near-duplicate bands to be compared. The held writes are made before that item is
-decided, so it is decided as it would be one by one; an item that meets none of them
-cannot be decided differently for their absence.
+Under the lock the items go in runs, cut before an item that meets an earlier one of its
+run (a shared URL or text, or enough near-duplicate bands to be compared): a run is decided
+and written together (one statement for all its articles, one for their sightings, and so
+on), and an item that meets none of the earlier ones cannot be decided differently for
+their absence (see :func:`_store_batch`).
 
 The transaction commits before rq records any of the jobs as finished: a crash in between
 leaves them started, and their retry finds the sightings stored. An item the batch cannot
@@ -102,8 +101,8 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
         except (ExtractError, ValueError, KeyError, TypeError):
             continue  # the job itself records it
     sketches = [neardup.sketch(text.text) for _, _, text in extracted]
+    texts = [t for _, _, t in extracted]
     with reading(ctx.sessions) as session:
-        texts = [t for _, _, t in extracted]
         decisions = decide_many(session, list(zip(texts, sketches, strict=True)))
     pending: list[_Pending] = []
     batch = _BatchCopies()
@@ -136,7 +135,7 @@ def _store_batch(
         taken: list[tuple[ItemRef, Ready]] = []
         for (ref, prepared), key in zip(ready, keys, strict=True):
             state = seen.get(key)
-            if any(key == (r.feed_id, r.item_key) for r, _ in taken) or (
+            if key in keys[: len(taken)] or (
                 state is not None and state.accounts_for(ref.content_hash)
             ):
                 break  # an earlier item of the batch, or another worker, took it: left to its job

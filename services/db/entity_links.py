@@ -63,12 +63,7 @@ def add_links(
     increment for the counts (an entity several of them mention gains that many), each in
     entity id order."""
     conn = core(session)
-    rows = [
-        {"article_id": article_id, "entity_id": i, "mentions": k.mentions,
-         "first_offset": k.first_offset}
-        for article_id, links in items
-        for i, k in sorted(links.items())
-    ]  # fmt: skip
+    rows = [row for article_id, links in items for row in _link_rows(article_id, links)]
     if rows:
         conn.execute(_LINKS_INSERT, rows)
     gained: Counter[int] = Counter(i for _, links in items for i in links)
@@ -77,6 +72,14 @@ def add_links(
         by_delta[delta].append(entity_id)
     for delta, ids in sorted(by_delta.items()):
         conn.execute(_COUNT_UP, {"ids": ids, "delta": delta, "seen": now})
+
+
+def _link_rows(article_id: int, links: dict[int, Link]) -> list[dict[str, int]]:
+    return [
+        {"article_id": article_id, "entity_id": i, "mentions": k.mentions,
+         "first_offset": k.first_offset}
+        for i, k in sorted(links.items())
+    ]  # fmt: skip
 
 
 def replace_links(session: Session, article_id: int, links: dict[int, Link], now: datetime) -> None:
@@ -96,16 +99,7 @@ def replace_links(session: Session, article_id: int, links: dict[int, Link], now
         conn.execute(
             delete(_LINKS).where(_LINKS.c.article_id == article_id, _LINKS.c.entity_id.in_(removed))
         )
-    added = [
-        {
-            "article_id": article_id,
-            "entity_id": i,
-            "mentions": k.mentions,
-            "first_offset": k.first_offset,
-        }
-        for i, k in sorted(links.items())
-        if i not in before
-    ]
+    added = _link_rows(article_id, {i: k for i, k in links.items() if i not in before})
     if added:
         conn.execute(_LINKS_INSERT, added)
     changed = [
