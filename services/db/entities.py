@@ -52,11 +52,9 @@ def store_entities(
     found: Sequence[FoundEntity],
     now: datetime,
     gazetteer: Gazetteer | None = None,
-    fresh: bool = False,
 ) -> list[StoredEntity]:
-    """Make the article's entities exactly ``found``, each resolved to its stored entity.
-
-    ``fresh`` says the article was inserted in this transaction (it has no links yet).
+    """Make the article's entities exactly ``found``, each resolved to its stored entity
+    (for articles inserted in this transaction, :func:`store_new_entities`).
 
     Article counts stay exact however often an article is stored again with other entities.
     Writers take locks in one order: entities and aliases are inserted in (type, key)
@@ -66,8 +64,6 @@ def store_entities(
         The stored entities in the order of ``found`` (one per entity, however many of the
         article's entities resolved to it).
     """
-    if fresh:
-        return store_new_entities(session, [(article_id, found)], now=now, gazetteer=gazetteer)[0]
     gaz = gazetteer or default_gazetteer()
     plan = _Plan(found, gaz)
     names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
