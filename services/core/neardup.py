@@ -76,7 +76,7 @@ def _coefficients(name: str) -> npt.NDArray[np.uint64]:
     return np.array([draw(i) for i in range(PERMUTATIONS)], dtype=np.uint64)
 
 
-_SLICE = 4096
+_SLICE = 2048
 _A = _coefficients("a")
 _B = _coefficients("b")
 
@@ -134,21 +134,27 @@ def shingles(text: str) -> frozenset[int]:
 
 def _shingles(tokens: list[str]) -> frozenset[int]:
     count = max(1, len(tokens) - SHINGLE_WORDS + 1)
-    grams = (" ".join(tokens[i : i + SHINGLE_WORDS]) for i in range(count))
-    return frozenset(
-        int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest()) for g in grams
-    )
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    grams = [" ".join(tokens[i : i + SHINGLE_WORDS]).encode("utf-8") for i in range(count)]
+    return frozenset(from_bytes(blake2b(g, digest_size=8).digest()) for g in grams)
 
 
 def signature(ids: Iterable[int]) -> tuple[int, ...]:
     """The MinHash signature: per permutation, the least hash over the shingles."""
-    x = np.fromiter((i & _MASK32 for i in ids), dtype=np.uint64)
+    x = np.array(list(ids), dtype=np.uint64) & np.uint64(_MASK32)
     least = np.full(PERMUTATIONS, _PRIME, dtype=np.uint64)
-    # In slices, so a very long text never needs a PERMUTATIONS x shingles matrix at once.
+    # In slices, so a very long text never needs a PERMUTATIONS x shingles matrix at once;
+    # one scratch matrix per call, computed in place (fresh temporaries cost more than the
+    # arithmetic: each is new memory the kernel has to map).
+    scratch = np.empty((PERMUTATIONS, min(x.size, _SLICE)), dtype=np.uint64)
     for start in range(0, x.size, _SLICE):
-        hashed = (np.outer(_A, x[start : start + _SLICE]) + _B[:, None]) % _PRIME
-        least = np.minimum(least, hashed.min(axis=1))
-    return tuple(int(v) for v in least)
+        part = x[start : start + _SLICE]
+        hashed = scratch[:, : part.size]
+        np.multiply(_A[:, None], part, out=hashed)
+        np.add(hashed, _B[:, None], out=hashed)
+        np.remainder(hashed, _PRIME, out=hashed)
+        np.minimum(least, hashed.min(axis=1), out=least)
+    return tuple(least.tolist())
 
 
 def bands(sig: Sequence[int]) -> tuple[int, ...]:

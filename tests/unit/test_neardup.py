@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -50,6 +52,40 @@ def test_signature_and_bands_are_pinned() -> None:
     assert all(0 <= v < 4_294_967_311 for v in sig)
     assert sig[:3] == nd.signature(sorted(sketch.shingles, reverse=True))[:3]
     assert nd.estimate(sig, sig) == 1.0
+
+
+def _digest(values: Iterable[int]) -> str:
+    return hashlib.sha256(",".join(map(str, values)).encode()).hexdigest()[:16]
+
+
+def _long_text() -> str:
+    """9,000 words: more shingles than one slice of the signature computation."""
+    rng = random.Random(7)
+    return " ".join(f"w{rng.randrange(100_000)}" for _ in range(9000))
+
+
+@pytest.mark.parametrize(
+    ("text", "digests"),
+    [
+        (seed().body, ("aa293ea45bc7c51d", "ce90b3edd5598167", "0c1bb6fd2b08c99a")),
+        (_long_text(), ("1d92b5f77b5fa086", "5ce225b63eae12db", "0cb50a1a88ff9887")),
+    ],
+    ids=["seed", "long"],
+)
+def test_every_shingle_signature_value_and_band_is_pinned(
+    text: str, digests: tuple[str, str, str]
+) -> None:
+    """All of a sketch, not only its first values: a faster implementation must give the
+    stored values exactly."""
+    sketch = nd.sketch(text)
+    assert sketch is not None
+    shingles = _digest(sorted(sketch.shingles))
+    assert (shingles, _digest(nd.signature(sketch.shingles)), _digest(sketch.bands)) == digests
+
+
+def test_a_text_shorter_than_a_shingle_is_one_shingle() -> None:
+    assert len(nd.shingles("a b c")) == 1
+    assert _digest(sorted(nd.shingles("a b c"))) == "270999c41de99d2f"
 
 
 S = seed()
