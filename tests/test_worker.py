@@ -445,9 +445,10 @@ def test_a_batch_records_its_finished_jobs_together_as_rq_would_one_by_one(
     payloads = _mixed_batch(db)
     for payload in payloads:
         assert enqueue(settings, payload)
+    queue = extract_queue(settings, redis_client(settings))
+    stored = {i: queue.connection.hget(f"rq:job:{i}", "data") for i in queue.get_job_ids()}
     assert burst() == len(payloads)
     assert per_job == []
-    queue = extract_queue(settings, redis_client(settings))
     assert queue.started_job_registry.get_job_ids() == []
     finished = [queue.fetch_job(i) for i in queue.finished_job_registry.get_job_ids()]
     assert len(finished) == len(payloads)
@@ -458,6 +459,10 @@ def test_a_batch_records_its_finished_jobs_together_as_rq_would_one_by_one(
         assert result.return_value == job.return_value() and "status" in result.return_value
         assert job.ended_at is not None and job.started_at is not None
         assert job.ended_at >= job.started_at
+        # The payload is still there, as queued (not re-encoded at the end).
+        assert queue.connection.hget(job.key, "data") == stored[job.id]
+        assert job.args[0] in payloads
+    assert sorted(stored) == sorted(j.id for j in finished if j is not None)
 
 
 def test_two_versions_of_an_item_in_one_batch_update_as_one_by_one(

@@ -22,9 +22,10 @@ import redis
 from rq import SimpleWorker
 from rq.executions import Execution
 from rq.job import JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import as_text
+from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
 from rq.worker import WorkerStatus
 
@@ -194,14 +195,25 @@ class NewsdeskWorker(SimpleWorker):
                 self.increment_total_working_time(job.ended_at - job.started_at, pipe)
                 ttl = job.get_result_ttl(self.default_result_ttl)
                 if ttl != 0:
-                    job._handle_success(
-                        ttl, pipeline=pipe, worker_name=self.name, execution_id=execution.id,
-                        execution_started_at=execution.created_at, execution_ended_at=job.ended_at,
-                    )  # fmt: skip
+                    self._record_success(job, execution, ttl, pipe)
                 job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
                 job._status = JobStatus.FINISHED
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.execute()
+
+    def _record_success(self, job: Any, execution: Any, ttl: int, pipe: Any) -> None:
+        """What rq's ``Job._handle_success`` records (status, end time, result, finished
+        registry) without re-saving the whole job: that re-compresses the job's payload, a
+        whole article page, only to store the same bytes again. Every other field of the
+        job's hash was written when the job was queued or started."""
+        job.set_status(JobStatus.FINISHED, pipeline=pipe)
+        pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
+        Result.create(
+            job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=ttl,
+            worker_name=self.name, pipeline=pipe, execution_id=execution.id,
+            execution_started_at=execution.created_at, execution_ended_at=job.ended_at,
+        )  # fmt: skip
+        job.finished_job_registry.add(job, ttl, pipe)
 
     def _start(self, jobs: list[Any], queue: Any) -> list[tuple[Any, Any]]:
         """Start every job in hand: its execution (rq's record of a run, which registers it
