@@ -328,20 +328,15 @@ def test_changed_text_is_reindexed(ctx: WorkerContext, db: Any) -> None:
 def test_the_band_lookup_probes_the_band_index_with_both_columns(engine: Engine) -> None:
     """The near-duplicate lookup must reach article_bands through its (band, value) index on
     both columns: probing by band alone reads about a 64th of the table per band."""
-    import json
-
     from sqlalchemy import text
 
+    from services.core import neardup
     from services.db import bands
 
     dialect = engine.dialect.name
-    sketch = list(range(64))
-    if dialect == "sqlite":
-        params: dict[str, Any] = {"rows": json.dumps([[0, b, v] for b, v in enumerate(sketch)])}
-        explain = "EXPLAIN QUERY PLAN "
-    else:
-        params = {"items": [0] * 64, "bands": list(range(64)), "vals": sketch}
-        explain = "EXPLAIN "
+    sketches = [neardup.Sketch(frozenset(), tuple(range(n, n + 64))) for n in (0, 100)]
+    params = {"vals": bands.band_values_param(dialect, sketches)}
+    explain = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
     statement = bands._MANY_BAND_HITS[dialect]
     with engine.begin() as conn:
         if dialect == "postgresql":  # a tiny table: make the planner show its index path

@@ -146,18 +146,20 @@ def find_similar(
     return find_similar_many(session, [sketch], exclude=exclude)[0]
 
 
-# Many sketches' bands as rows (item, band, value): a JSON array of triples on SQLite (one
-# table-valued source, so the join probes the (band, value) index with both columns; three
-# arrays joined on their keys made SQLite probe by band alone), three arrays unnested
-# together on PostgreSQL.
+# Many sketches' bands as rows (item, band, value), from one flat list of band values, BANDS
+# per sketch: a JSON array on SQLite (one table-valued source, so the join probes the
+# (band, value) index with both columns; three arrays joined on their keys made SQLite probe
+# by band alone), a bigint array on PostgreSQL. Item and band are the position's quotient
+# and remainder by BANDS.
 _MANY_BAND_ROWS = {
     "sqlite": (
-        "SELECT json_extract(value, '$[0]') AS item, json_extract(value, '$[1]') AS band, "
-        "json_extract(value, '$[2]') AS value FROM json_each(:rows)"
+        f"SELECT key / {neardup.BANDS} AS item, key % {neardup.BANDS} AS band, value "
+        "FROM json_each(:vals)"
     ),
     "postgresql": (
-        "SELECT item, band, value FROM unnest(CAST(:items AS integer[]), "
-        "CAST(:bands AS smallint[]), CAST(:vals AS bigint[])) AS t(item, band, value)"
+        f"SELECT CAST((ord - 1) / {neardup.BANDS} AS integer) AS item, "
+        f"CAST((ord - 1) % {neardup.BANDS} AS smallint) AS band, v AS value "
+        "FROM unnest(CAST(:vals AS bigint[])) WITH ORDINALITY AS t(v, ord)"
     ),
 }
 _MANY_BAND_HITS = {
@@ -169,6 +171,12 @@ _MANY_BAND_HITS = {
     )
     for dialect, rows in _MANY_BAND_ROWS.items()
 }
+
+
+def band_values_param(dialect: str, sketches: Sequence[neardup.Sketch]) -> object:
+    """The ``:vals`` parameter of the many-sketch lookup: every band value, in order."""
+    values = [v for s in sketches for v in s.bands]
+    return json.dumps(values) if dialect == "sqlite" else values
 
 
 def find_similar_many(
@@ -187,19 +195,14 @@ def find_similar_many(
         return found
     conn = core(session)
     dialect = conn.dialect.name
-    rows = [(n, band, value) for n, s in wanted for band, value in enumerate(s.bands)]
-    params: dict[str, Any] = (
-        {"rows": json.dumps(rows)}
-        if dialect == "sqlite"
-        else {"items": [r[0] for r in rows], "bands": [r[1] for r in rows],
-              "vals": [r[2] for r in rows]}
-    )  # fmt: skip
+    params = {
+        "vals": band_values_param(dialect, [s for _, s in wanted]),
+        "min_hits": MIN_BAND_HITS,
+        "exclude": -1 if exclude is None else exclude,
+    }
     hits: dict[int, list[tuple[int, int]]] = {}
-    for item, article_id, count in conn.execute(
-        _MANY_BAND_HITS[dialect],
-        params | {"min_hits": MIN_BAND_HITS, "exclude": -1 if exclude is None else exclude},
-    ):
-        hits.setdefault(int(item), []).append((-int(count), int(article_id)))
+    for item, article_id, count in conn.execute(_MANY_BAND_HITS[dialect], params):
+        hits.setdefault(wanted[int(item)][0], []).append((-int(count), int(article_id)))
     # Per sketch: most shared bands first, then the lowest id.
     ranked = {n: [a for _, a in sorted(h)[:MAX_CANDIDATES]] for n, h in hits.items()}
     shingles = _shingles_of(conn, sorted({a for ids in ranked.values() for a in ids}))
