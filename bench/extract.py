@@ -19,6 +19,10 @@ Measured in one run, on the same inputs:
   per NER call and once batched as the worker batches (``NEWSDESK_WORKER_BATCH`` texts per
   ``nlp.pipe`` call: the like-for-like loop).
 
+The loops run under the worker's process settings (``services.procs``: the allocator keeps
+freed memory, the collector spares objects built at start), so the ratio compares the work
+and not the process setup.
+
 The inputs go in rounds of ``--chunk``: the worker takes a round from Redis, then each loop
 runs on the same round, then the next round. The machine's speed drifts (other work, clock
 changes); interleaving makes each side see the same machine, so the ratio holds even when
@@ -66,6 +70,7 @@ from services.db import feeds  # noqa: E402
 from services.db.engine import make_engine, session_factory, transaction  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Article, Base, Sighting  # noqa: E402
+from services.procs import keep_freed_memory, tune_gc  # noqa: E402
 from services.queue import enqueue_extract, extract_queue  # noqa: E402
 from tests import pages as real  # noqa: E402
 
@@ -197,7 +202,9 @@ def measure(
     the same machine), and the worker's peak RSS in MB."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
+    keep_freed_memory()  # as the worker process does (workers.runner.work)
     loop = Loop()
+    tune_gc()
     batches = sorted({1, settings.worker_batch})
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -34,7 +34,12 @@ from services.core.page import warm_up
 from services.db.engine import make_engine, session_factory
 from services.logs import bind, setup_logging
 from services.metrics import Recorder
-from services.procs import detach_and_die_with_parent, forks_die_with_this_process, tune_gc
+from services.procs import (
+    detach_and_die_with_parent,
+    forks_die_with_this_process,
+    keep_freed_memory,
+    tune_gc,
+)
 from services.queue import EXTRACT_FUNC, extract_queue, redis_client
 from workers.context import WorkerContext, current, install
 from workers.nlp import Recogniser, known_names_loader, load_model
@@ -355,6 +360,7 @@ def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
 def work(settings: Settings, *, burst: bool = False, index: int = 0) -> None:
     """Run one worker process until stopped (or, with ``burst``, until the queue is empty)."""
     setup_logging(settings.log_level, f"worker[{index}]")
+    keep_freed_memory()
     context = build_context(settings)
     install(context)
     tune_gc()
