@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from services.core.errors import ExtractError
@@ -95,15 +96,16 @@ class Extracted:
     language: str | None = None  # ISO 639-1, None when the text is too short to tell
     page_url: str | None = None  # where the article page was read (after redirects)
 
-    @property
-    def urls(self) -> list[str]:
+    @cached_property
+    def urls(self) -> tuple[str, ...]:
         """Every URL the article is known under, canonical first: the item link and the page
-        URL, each as seen and canonicalised."""
+        URL, each as seen and canonicalised (worked out once: dedup reads them several
+        times)."""
         found = [self.canonical_url]
         for seen in (self.url, self.page_url):
             if seen:
                 found += [canonical_url(seen), seen]
-        return list(dict.fromkeys(u for u in found if u))
+        return tuple(dict.fromkeys(u for u in found if u))
 
     @property
     def analysed_text(self) -> str:

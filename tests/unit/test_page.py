@@ -88,7 +88,7 @@ def test_a_page_shorter_than_the_feed_text_is_not_used() -> None:
     assert found.text == article.body  # content:encoded, the whole article
     assert found.page_url is None and PAGE_URL not in found.urls  # the wall's URL is not kept
     assert found.canonical_url == "https://feeds.test/item/1"
-    assert found.urls == ["https://feeds.test/item/1", "https://feeds.test/item/1?utm_medium=rss"]
+    assert found.urls == ("https://feeds.test/item/1", "https://feeds.test/item/1?utm_medium=rss")
 
 
 def test_payload_without_page_keys_is_still_accepted() -> None:
