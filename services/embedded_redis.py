@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from services.core.errors import ConfigError
+from services.procs import detach_and_die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self, timeout: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._answers():
@@ -73,7 +79,12 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
             args += ["--appendonly", "no"]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Its own session (a terminal's Ctrl-C reaches only the parent, which stops it after
+        # the processes that use it), and SIGTERM (a clean shutdown: the AOF is flushed) when
+        # the process that started it dies, even of SIGKILL.
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, preexec_fn=detach_and_die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

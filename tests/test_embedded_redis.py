@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,3 +47,48 @@ def test_data_survives_a_restart(tmp_path: Path) -> None:
 def test_refuses_a_second_server_on_the_same_socket(tmp_path: Path) -> None:
     with EmbeddedRedis(tmp_path), pytest.raises(ConfigError, match="already listens"):
         EmbeddedRedis(tmp_path).start()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal, /proc")
+def test_the_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed `newsdesk up` (or bench) must not leave its Redis running."""
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from services.embedded_redis import EmbeddedRedis\n"
+            "server = EmbeddedRedis(Path(sys.argv[1]), persistent=False)\n"
+            "server.start()\n"
+            "print(server.pid, flush=True)\n"
+            "time.sleep(60)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout is not None
+    server_pid = int(starter.stdout.readline())
+    try:
+        os.kill(server_pid, 0)  # running
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(server_pid):
+            time.sleep(0.05)
+        assert not _alive(server_pid), "redis-server outlived the process that started it"
+    finally:
+        if _alive(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+        starter.kill()
+        starter.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its (gone) parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
