@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library this interpreter runs on, already loaded: no search for the file
+    (``ctypes.util.find_library`` runs ``ldconfig`` in a subprocess, which a child between
+    fork and exec must not do)."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -20,8 +26,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 _forking_pid = 0  # set just before each fork; the child reads its copy
@@ -98,7 +103,7 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this interpreter runs on
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return False
     return bool(
