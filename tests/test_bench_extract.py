@@ -1,0 +1,75 @@
+"""bench/extract.py creates a round's jobs beforehand and queues them in one step, so the
+worker's measured window holds none of the producer's work."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+
+from services.config import Settings
+from services.queue import extract_job_id, extract_queue
+from tests.conftest import REPO
+
+
+def bench() -> ModuleType:
+    if str(REPO / "bench") not in sys.path:  # as when run as a script: its helpers beside it
+        sys.path.append(str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_extract", REPO / "bench" / "extract.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_extract"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _payloads(module: ModuleType, count: int) -> list[dict[str, Any]]:
+    return [module.file_payload(1, f"staged-{n}", f"Text number {n}.\n") for n in range(count)]
+
+
+def test_staged_jobs_wait_outside_the_queue_then_appear_together_in_order(
+    settings: Settings, redis_conn: redis.Redis
+) -> None:
+    module = bench()
+    queue = extract_queue(settings, redis_conn)
+    payloads = _payloads(module, 5)
+
+    module.stage(queue, payloads)
+
+    ids = [extract_job_id(p["feed_id"], p["item_key"], p["content_hash"]) for p in payloads]
+    assert queue.count == 0  # nothing a worker could take yet
+    for job_id in ids:
+        job = Job.fetch(job_id, connection=redis_conn, serializer=queue.serializer)
+        assert job.origin == queue.name
+        assert job.get_status() == JobStatus.QUEUED
+        assert job.args[0]["item_key"].startswith("staged-")
+        assert not job.is_deferred
+
+    # Enqueueing registered the staging list as a queue; the release takes it out again.
+    assert module.staging_key(queue).encode() in redis_conn.smembers(queue.redis_queues_keys)
+    assert module.release(queue) == 5
+    assert queue.job_ids == ids
+    assert not redis_conn.exists(module.staging_key(queue))
+    assert module.staging_key(queue).encode() not in redis_conn.smembers(queue.redis_queues_keys)
+    assert module.release(queue) == 0  # released once
+
+
+def test_a_round_released_behind_a_waiting_job_keeps_its_order(
+    settings: Settings, redis_conn: redis.Redis
+) -> None:
+    module = bench()
+    queue = extract_queue(settings, redis_conn)
+    first, rest = _payloads(module, 3)[:1], _payloads(module, 3)[1:]
+    module.stage(queue, first)
+    module.release(queue)
+    module.stage(queue, rest)
+    module.release(queue)
+    assert [j.args[0]["item_key"] for j in queue.jobs] == [
+        "staged-0.txt",
+        "staged-1.txt",
+        "staged-2.txt",
+    ]
