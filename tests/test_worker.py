@@ -684,3 +684,65 @@ def test_a_new_articles_event_says_what_reading_it_back_would(
     assert published == {"2026-11-27T04:30:00+00:00", None}
     urls = {e.payload["article"]["url"] for e in sent.values()}
     assert "http://example.test/a" in urls and None in urls
+
+
+def _waiting(settings: Settings, db: Any, count: int) -> None:
+    fid = _feed(db)
+    for n in range(count):
+        text = f"Item number {n} of a burst, on its own subject entirely."
+        payload = feed_payload(
+            fid, f"share-{n}", url=f"https://news.test/share/{n}", title=f"Share {n}", summary=text
+        )
+        assert enqueue(settings, payload)
+
+
+def _registered(settings: Settings, count: int, *, busy: int = 0) -> list[Any]:
+    """``count`` workers of the extraction queue, as rq registers them: idle but ``busy``."""
+    from rq.worker import WorkerStatus
+
+    from workers.runner import make_worker
+
+    workers = [make_worker(settings, name=f"share-{n}") for n in range(count)]
+    for n, worker in enumerate(workers):
+        worker.register_birth()
+        worker.set_state(WorkerStatus.BUSY if n < busy else WorkerStatus.IDLE)
+    return workers
+
+
+@pytest.mark.parametrize(
+    ("workers", "busy", "waiting", "taken"),
+    [
+        (1, 0, 40, 15),  # a backlog: a full batch (the job in hand and 15 more)
+        (1, 0, 4, 3),  # a burst smaller than a batch: all of it
+        (2, 0, 10, 5),  # two idle processes: half of the 9 left each, rounded up
+        (3, 0, 10, 3),
+        (3, 2, 10, 9),  # the others are busy: all of it
+        (4, 0, 2, 1),
+    ],
+)
+def test_a_process_takes_its_share_of_the_waiting_jobs(
+    settings: Settings, db: Any, workers: int, busy: int, waiting: int, taken: int
+) -> None:
+    assert settings.worker_batch == 16
+    _waiting(settings, db, waiting)
+    worker = _registered(settings, workers, busy=busy)[-1]  # idle itself, as when it dequeues
+    queue = worker.queues[0]
+    job, _ = queue.dequeue_any([queue], None, connection=worker.connection,
+                               serializer=worker.serializer)  # fmt: skip
+    more = worker._more_jobs(job, queue)
+    assert len(more) == taken
+    assert queue.count == waiting - 1 - taken
+    # Taken as rq takes one: in the intermediate queue until started, in queue order.
+    assert queue.intermediate_queue.get_job_ids() == [job.id, *(j.id for j in more)]
+
+
+def test_a_process_limited_to_one_job_takes_no_more(settings: Settings, db: Any) -> None:
+    from workers.runner import make_worker
+
+    _waiting(settings, db, 3)
+    worker = make_worker(settings.with_overrides(worker_batch=1))
+    queue = worker.queues[0]
+    job, _ = queue.dequeue_any([queue], None, connection=worker.connection,
+                               serializer=worker.serializer)  # fmt: skip
+    assert worker._more_jobs(job, queue) == []
+    assert queue.count == 2

@@ -4,10 +4,11 @@ Each process loads the spaCy model once and runs rq's SimpleWorker, which execut
 in-process: rq's fork-per-job worker would pay the model's memory and start-up cost on
 every job (measured at 25-35% of NER throughput). A process that dies is restarted.
 
-When extraction jobs wait in the queue, a process takes up to ``NEWSDESK_WORKER_BATCH`` of
-them at once: their items are extracted and run through NER together (one ``nlp.pipe``
-batch, cheaper per text than one call per text), then each job runs, one after the other,
-and their successes are recorded in Redis together at the batch's end.
+When extraction jobs wait in the queue, a process takes several at once: its share of them
+(the waiting jobs divided among the queue's idle processes, itself included), at most
+``NEWSDESK_WORKER_BATCH``. Their items are extracted and run through NER together (one
+``nlp.pipe`` batch, cheaper per text than one call per text), then each job runs, one after
+the other, and their successes are recorded in Redis together at the batch's end.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
 from rq.worker import WorkerStatus
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from services.config import Settings
 from services.core.page import warm_up
@@ -66,6 +68,28 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   return 1
 end
 return 0
+"""
+
+
+# Up to ARGV[1] jobs from the queue (KEYS[1]) to its intermediate queue (KEYS[2]), as rq
+# moves the one job it takes: this process's share of the waiting jobs, shared among the
+# queue's idle workers (KEYS[3], rq's set of them; this one is idle until it starts the batch),
+# rounded up. A backlog goes in full batches; a burst is spread over the idle processes.
+_TAKE = """
+local waiting = redis.call('LLEN', KEYS[1])
+if waiting == 0 then return {} end
+local idle = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HGET', key, 'state') == 'idle' then idle = idle + 1 end
+end
+local take = math.min(tonumber(ARGV[1]), math.ceil(waiting / math.max(idle, 1)))
+local ids = {}
+for _ = 1, take do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not id then break end
+  ids[#ids + 1] = id
+end
+return ids
 """
 
 
@@ -116,6 +140,7 @@ class NewsdeskWorker(SimpleWorker):
         # Extraction jobs of the batch in hand that succeeded, recorded together at its end;
         # None outside a batch.
         self._finished: list[tuple[Any, Any]] | None = None
+        self._take = self.connection.register_script(_TAKE)
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
@@ -252,8 +277,9 @@ class NewsdeskWorker(SimpleWorker):
         return list(zip(jobs, executions, strict=True))
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
-        """Up to ``batch - 1`` further jobs already waiting in ``queue`` (never blocks), when
-        ``job`` is an extraction job; none while a stop is pending.
+        """Further jobs already waiting in ``queue`` (never blocks), when ``job`` is an
+        extraction job: this process's share of them (see ``_TAKE``), at most ``batch - 1``;
+        none while a stop is pending.
 
         Taken as rq takes one (moved to its intermediate queue, then fetched), but for all of
         them in two round trips rather than two a job. An id whose job is gone stays in the
@@ -266,10 +292,8 @@ class NewsdeskWorker(SimpleWorker):
             or len(self.queues) != 1
         ):
             return []
-        with self.connection.pipeline(transaction=False) as pipe:
-            for _ in range(self.batch - 1):
-                pipe.lmove(queue.key, queue.intermediate_queue_key)
-            ids = [as_text(i) for i in pipe.execute() if i is not None]
+        keys = [queue.key, queue.intermediate_queue_key, WORKERS_BY_QUEUE_KEY % queue.name]
+        ids = [as_text(i) for i in self._take(keys=keys, args=[self.batch - 1])]
         if not ids:
             return []
         found = self.job_class.fetch_many(ids, self.connection, serializer=self.serializer)
