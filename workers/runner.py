@@ -145,6 +145,15 @@ class NewsdeskWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long an idle process waits on the empty queue before looking again: at most
+        one maintenance interval. rq waits its worker TTL less 15 s (405 s), and runs
+        maintenance only between two waits, so the jobs of a process killed while the others
+        sat idle (abandoned, or stranded in the intermediate queue) would come back only when
+        a new job arrived or minutes later."""
+        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
     def execute_job(self, job: Any, queue: Any) -> None:
         jobs = [job, *self._more_jobs(job, queue)]
         running = self._start(jobs, queue)
