@@ -382,6 +382,9 @@ def main() -> None:
         rate, cpu_ms = count / worker.seconds, worker.cpu * 1000 / count
         print(f"  worker: queue + extract + dedup + NER + SQL  {rate:6.1f} articles/s  "
               f"{cpu_ms:5.1f} ms CPU/article  ({stored})")  # fmt: skip
+        # Time per article not spent on the worker's CPU: waiting for Redis and the database
+        # (their own CPU, when they share the machine's cores) and for the bench's poll.
+        print(f"    worker waiting per article: {1000 / rate - cpu_ms:5.1f} ms")
         for name, loop in tallies.items():
             batch = int(name.removeprefix("loop"))
             how = "one text per NER call" if batch == 1 else f"{batch} texts per nlp.pipe call"
