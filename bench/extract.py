@@ -34,8 +34,11 @@ changes); interleaving makes each side see the same machine, so the ratio holds 
 the absolute rates move.
 
 Reports the rates, the worker's ratio to each loop by rate and by CPU time per article (the
-CPU ratio does not move when other processes load the machine; target >= 85%) and the
-worker's peak RSS (VmHWM, target < 400 MB).
+CPU ratio does not move when other processes load the machine; target >= 85%), the
+worker's time per article not spent on its own CPU (waiting for Redis and the database)
+and, with PostgreSQL on this machine, the CPU its backends spent for the worker (its
+connections are named ``newsdesk-worker``), and the worker's peak RSS (VmHWM, target
+< 400 MB).
 
     python bench/extract.py                      # SQLite + embedded Redis
     python bench/extract.py --inputs 1000 \\
@@ -72,7 +75,12 @@ from services.config import Settings  # noqa: E402
 from services.core.extract import ItemPayload, extract  # noqa: E402
 from services.core.html_text import html_to_text  # noqa: E402
 from services.db import feeds  # noqa: E402
-from services.db.engine import make_engine, session_factory, transaction  # noqa: E402
+from services.db.engine import (  # noqa: E402
+    application_name,
+    make_engine,
+    session_factory,
+    transaction,
+)
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Article, Base, Sighting  # noqa: E402
 from services.procs import keep_freed_memory, tune_gc  # noqa: E402
@@ -198,13 +206,36 @@ class Tally:
         self.cpu += cpu
 
 
+def backends_cpu(engine: Engine, name: str) -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL backend serving the connections named ``name``
+    (``application_name``), when the server runs on this machine; None on SQLite, or when
+    the backends are not this machine's processes."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        pids = conn.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": name},
+        ).all()
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                return None
+            found[pid] = cpu_seconds(pid)
+        except OSError:
+            return None
+    return found
+
+
 def measure(
     settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
-    warmup: list[dict[str, Any]], log_path: Path, *, chunk: int,
-) -> tuple[dict[str, Tally], float]:  # fmt: skip
+    warmup: list[dict[str, Any]], log_path: Path, *, chunk: int, engine: Engine,
+) -> tuple[dict[str, Tally], float, float | None]:  # fmt: skip
     """Time and CPU of one `newsdesk worker --workers 1` process and of the loops, chunk by
     chunk on the same payloads (worker, then each loop, then the next chunk: all of them see
-    the same machine), and the worker's peak RSS in MB."""
+    the same machine), the worker's peak RSS in MB, and the CPU seconds the PostgreSQL
+    backends of the worker's connections spent meanwhile (None when not measurable)."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
     keep_freed_memory()  # as the worker process does (workers.runner.work)
@@ -227,17 +258,25 @@ def measure(
         for batch in batches:
             loop.run(warmup, batch=batch)
         tallies = {"worker": Tally(), **{f"loop{b}": Tally() for b in batches}}
+        worker_backends = application_name("worker")
+        database_cpu: float | None = 0.0
         done = len(warmup)
         for start in range(0, len(payloads), chunk):
             part = payloads[start : start + chunk]
             stage(queue, part)
+            backends = backends_cpu(engine, worker_backends)
             began, cpu = time.perf_counter(), cpu_seconds(proc.pid)
             _run(queue, done_before=done, count=len(part))
             tallies["worker"].add(time.perf_counter() - began, cpu_seconds(proc.pid) - cpu)
+            after = backends_cpu(engine, worker_backends)
+            if database_cpu is not None and backends is not None and after is not None:
+                database_cpu += sum(t - backends.get(pid, 0.0) for pid, t in after.items())
+            else:
+                database_cpu = None
             done += len(part)
             for batch in batches:
                 tallies[f"loop{batch}"].add(*loop.run(part, batch=batch))
-        return tallies, peak_rss_mb(proc.pid)
+        return tallies, peak_rss_mb(proc.pid), database_cpu
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -368,8 +407,10 @@ def main() -> None:
               f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
 
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        tallies, rss = measure(settings, child_env, payloads, warmup, tmp / "worker.log",
-                               chunk=args.chunk)  # fmt: skip
+        tallies, rss, database_cpu = measure(
+            settings, child_env, payloads, warmup, tmp / "worker.log", chunk=args.chunk,
+            engine=engine,
+        )  # fmt: skip
         with engine.connect() as conn:
             articles = conn.scalar(select(func.count()).select_from(Article)) or 0
             errors = conn.scalar(
@@ -385,6 +426,9 @@ def main() -> None:
         # Time per article not spent on the worker's CPU: waiting for Redis and the database
         # (their own CPU, when they share the machine's cores) and for the bench's poll.
         print(f"    worker waiting per article: {1000 / rate - cpu_ms:5.1f} ms")
+        if database_cpu is not None:  # PostgreSQL on this machine: its share of the cores
+            print(f"    PostgreSQL backends of the worker: {database_cpu * 1000 / count:5.1f} "
+                  "ms CPU/article")  # fmt: skip
         for name, loop in tallies.items():
             batch = int(name.removeprefix("loop"))
             how = "one text per NER call" if batch == 1 else f"{batch} texts per nlp.pipe call"

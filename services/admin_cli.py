@@ -57,7 +57,7 @@ def run_action(prog: str, settings: Settings, action: Action, args: argparse.Nam
 
     from services.db.engine import make_engine, session_factory
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, role="admin")
     ctx = AdminContext(prog, settings, session_factory(engine), sys.stdout, sys.stderr)
     try:
         return action(ctx, args)

@@ -50,7 +50,7 @@ def migrate(settings: Settings) -> None:
     from services.db.engine import make_engine
     from services.db.migrate import upgrade
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, role="migrate")
     try:
         upgrade(engine)
     finally:

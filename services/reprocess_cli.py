@@ -38,7 +38,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from services.db.models import Article, Sighting
     from services.queue import enqueue_reprocess, extract_queue, redis_client
 
-    engine = make_engine(settings.database_url, immediate=False)
+    engine = make_engine(settings.database_url, immediate=False, role="reprocess")
     connection = redis_client(settings)
     queue = extract_queue(settings, connection)
     try:

@@ -68,7 +68,7 @@ def ensure_first_key(settings: Settings) -> str | None:
     from services.db.apikeys import count_keys, create_key
     from services.db.engine import make_engine, session_factory, transaction
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, role="up")
     try:
         with transaction(session_factory(engine)) as session:
             if count_keys(session):

@@ -108,7 +108,8 @@ class DeliverContext:
 
 
 def build_context(settings: Settings, connection: redis.Redis) -> DeliverContext:
-    sessions = session_factory(make_engine(settings.database_url, immediate=True, pool_size=2))
+    engine = make_engine(settings.database_url, immediate=True, pool_size=2, role="deliver")
+    sessions = session_factory(engine)
     loop = asyncio.new_event_loop()
     sender = loop.run_until_complete(Sender(settings).__aenter__())
     return DeliverContext(

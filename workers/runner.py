@@ -96,7 +96,7 @@ return ids
 def build_context(settings: Settings) -> WorkerContext:
     """Load the model and open the database: once per worker process."""
     started = time.monotonic()
-    engine = make_engine(settings.database_url, immediate=True, pool_size=2)
+    engine = make_engine(settings.database_url, immediate=True, pool_size=2, role="worker")
     sessions = session_factory(engine)
     # Names the service already knows are recognised where the model misses them.
     recogniser = Recogniser(load_model(), loader=known_names_loader(sessions))

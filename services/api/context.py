@@ -40,7 +40,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Writes start with BEGIN IMMEDIATE on SQLite (a read-then-write transaction would fail
     # with "database is locked" when a worker writes in between); reads use `reading`.
-    engine = make_engine(settings.database_url, immediate=True)
+    engine = make_engine(settings.database_url, immediate=True, role="api")
     app[ENGINE] = engine
     app[SESSIONS] = session_factory(engine)
     app[REDIS] = aioredis.Redis.from_url(

@@ -21,7 +21,9 @@ SQLITE_CACHE_KIB = 32_768
 READ_ONLY = "newsdesk_read_only"  # connection execution option set by `reading`
 
 
-def make_engine(url: str, *, immediate: bool = True, pool_size: int = 5) -> Engine:
+def make_engine(
+    url: str, *, immediate: bool = True, pool_size: int = 5, role: str | None = None
+) -> Engine:
     """Create an engine for ``url``.
 
     Args:
@@ -30,12 +32,17 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 5) -> Engi
             writers queue on the busy timeout instead of failing to upgrade a read lock.
             Read-only users (the API) pass False.
         pool_size: connections kept open (PostgreSQL).
+        role: the process's role; on PostgreSQL its connections are named after it
+            (``application_name`` ``newsdesk-<role>``, as ``pg_stat_activity`` and the server's
+            log show them), unless ``url`` names them itself.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        named = role is not None and "application_name" not in parsed.query
         return create_engine(
-            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, future=True
-        )
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, future=True,
+            connect_args={"application_name": application_name(role)} if named else {},
+        )  # fmt: skip
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
@@ -65,6 +72,11 @@ def make_engine(url: str, *, immediate: bool = True, pool_size: int = 5) -> Engi
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def application_name(role: str | None) -> str:
+    """The PostgreSQL ``application_name`` of a role's connections."""
+    return f"newsdesk-{role}"[:63] if role else "newsdesk"
 
 
 @contextmanager

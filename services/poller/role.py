@@ -56,7 +56,7 @@ async def _politeness(settings: Settings) -> AsyncIterator[Politeness]:
 
 
 async def _serve(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, role="poller")
     connection = redis_client(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

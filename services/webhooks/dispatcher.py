@@ -102,7 +102,7 @@ class Dispatcher:
 def run(settings: Settings) -> None:
     """Run the dispatcher loop until SIGTERM or SIGINT."""
     setup_logging(settings.log_level, "dispatcher")
-    engine = make_engine(settings.database_url, immediate=True, pool_size=2)
+    engine = make_engine(settings.database_url, immediate=True, pool_size=2, role="dispatcher")
     connection = redis_client(settings)
     dispatcher = Dispatcher(
         settings, sessions=session_factory(engine), queue=webhook_queue(settings, connection)
