@@ -37,8 +37,10 @@ Reports the rates, the worker's ratio to each loop by rate and by CPU time per a
 CPU ratio does not move when other processes load the machine; target >= 85%), the
 worker's time per article not spent on its own CPU (waiting for Redis and the database)
 and, with PostgreSQL on this machine, the CPU its backends spent for the worker (its
-connections are named ``newsdesk-worker``), and the worker's peak RSS (VmHWM, target
-< 400 MB).
+connections are named ``newsdesk-worker``), the worker's CPU by batch phase (lookups,
+extraction, sketch, NER, entities, store, and rq's bookkeeping with each job's own run, from
+its ``newsdesk_worker_batch_cpu_seconds_total`` metric), and the worker's peak RSS (VmHWM,
+target < 400 MB).
 
     python bench/extract.py                      # SQLite + embedded Redis
     python bench/extract.py --inputs 1000 \\
@@ -83,9 +85,11 @@ from services.db.engine import (  # noqa: E402
 )
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Article, Base, Sighting  # noqa: E402
+from services.metrics import KEY as METRICS_KEY  # noqa: E402
 from services.procs import keep_freed_memory, tune_gc  # noqa: E402
 from services.queue import enqueue_extract, extract_queue  # noqa: E402
 from tests import pages as real  # noqa: E402
+from workers.batch import BATCH_CPU  # noqa: E402
 
 PARAGRAPHS_PER_INPUT = 6
 WARMUP = 20
@@ -228,14 +232,26 @@ def backends_cpu(engine: Engine, name: str) -> dict[int, float] | None:
     return found
 
 
+def batch_phases(connection: redis.Redis) -> dict[str, float]:
+    """The worker's CPU seconds by batch phase so far, from the service's metrics hash."""
+    prefix = f'{BATCH_CPU}{{phase="'
+    found: dict[str, float] = {}
+    for field, value in connection.hgetall(METRICS_KEY).items():
+        name = field.decode()
+        if name.startswith(prefix):
+            found[name.removeprefix(prefix).removesuffix('"}')] = float(value)
+    return found
+
+
 def measure(
     settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
     warmup: list[dict[str, Any]], log_path: Path, *, chunk: int, engine: Engine,
-) -> tuple[dict[str, Tally], float, float | None]:  # fmt: skip
+) -> tuple[dict[str, Tally], float, float | None, dict[str, float]]:  # fmt: skip
     """Time and CPU of one `newsdesk worker --workers 1` process and of the loops, chunk by
     chunk on the same payloads (worker, then each loop, then the next chunk: all of them see
-    the same machine), the worker's peak RSS in MB, and the CPU seconds the PostgreSQL
-    backends of the worker's connections spent meanwhile (None when not measurable)."""
+    the same machine), the worker's peak RSS in MB, the CPU seconds the PostgreSQL
+    backends of the worker's connections spent meanwhile (None when not measurable), and
+    the worker's CPU seconds by batch phase (its own metrics)."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
     keep_freed_memory()  # as the worker process does (workers.runner.work)
@@ -258,6 +274,7 @@ def measure(
         for batch in batches:
             loop.run(warmup, batch=batch)
         tallies = {"worker": Tally(), **{f"loop{b}": Tally() for b in batches}}
+        phases_before = batch_phases(connection)  # the warm-up's batches are flushed by now
         worker_backends = application_name("worker")
         database_cpu: float | None = 0.0
         done = len(warmup)
@@ -276,7 +293,10 @@ def measure(
             done += len(part)
             for batch in batches:
                 tallies[f"loop{batch}"].add(*loop.run(part, batch=batch))
-        return tallies, peak_rss_mb(proc.pid), database_cpu
+        phases = batch_phases(connection)
+        for phase, seconds in phases_before.items():
+            phases[phase] = phases.get(phase, 0.0) - seconds
+        return tallies, peak_rss_mb(proc.pid), database_cpu, phases
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -407,7 +427,7 @@ def main() -> None:
               f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
 
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        tallies, rss, database_cpu = measure(
+        tallies, rss, database_cpu, phases = measure(
             settings, child_env, payloads, warmup, tmp / "worker.log", chunk=args.chunk,
             engine=engine,
         )  # fmt: skip
@@ -429,6 +449,12 @@ def main() -> None:
         if database_cpu is not None:  # PostgreSQL on this machine: its share of the cores
             print(f"    PostgreSQL backends of the worker: {database_cpu * 1000 / count:5.1f} "
                   "ms CPU/article")  # fmt: skip
+        if phases:  # where the worker's CPU went, by its own metrics (batches of 2 or more)
+            shares = ", ".join(
+                f"{phase} {seconds * 1000 / count:.2f}"
+                for phase, seconds in sorted(phases.items(), key=lambda p: -p[1])
+            )
+            print(f"    worker CPU by batch phase, ms/article: {shares}")  # fmt: skip
         for name, loop in tallies.items():
             batch = int(name.removeprefix("loop"))
             how = "one text per NER call" if batch == 1 else f"{batch} texts per nlp.pipe call"

@@ -57,6 +57,12 @@ FAMILIES = {
         Family("newsdesk_reprocessed_total", "counter", "Reprocessing jobs by outcome."),
         Family("newsdesk_job_duration_seconds", "histogram", "Worker job durations by kind."),
         Family(
+            "newsdesk_worker_batch_cpu_seconds_total",
+            "counter",
+            "CPU seconds of worker batches by phase: lookups, extract, sketch, ner, entities, "
+            "store, jobs (rq's bookkeeping and each job's own run).",
+        ),
+        Family(
             "newsdesk_reconcile_repairs_total",
             "counter",
             "Work re-created by the reconciliation sweep, by kind.",

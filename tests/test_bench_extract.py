@@ -73,3 +73,18 @@ def test_a_round_released_behind_a_waiting_job_keeps_its_order(
         "staged-1.txt",
         "staged-2.txt",
     ]
+
+
+def test_the_bench_reads_the_workers_phases_from_its_metrics(
+    settings: Settings, redis_conn: redis.Redis
+) -> None:
+    from services.metrics import Recorder
+    from workers.batch import BATCH_CPU
+
+    module = bench()
+    recorder = Recorder(redis_conn)
+    recorder.add(BATCH_CPU, 0.25, phase="ner")
+    recorder.add(BATCH_CPU, 0.5, phase="store")
+    recorder.add("newsdesk_items_total", 3, status="created")  # another family: ignored
+    recorder.flush()
+    assert module.batch_phases(redis_conn) == {"ner": 0.25, "store": 0.5}

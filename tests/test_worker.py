@@ -372,7 +372,7 @@ def test_a_failing_batch_step_falls_back_to_one_job_at_a_time(
 ) -> None:
     import workers.batch
 
-    def broken(ctx: Any, raws: Any) -> int:
+    def broken(ctx: Any, raws: Any, phases: Any = None) -> int:
         raise RuntimeError("prepare failed")
 
     monkeypatch.setattr(workers.batch, "prepare", broken)
@@ -557,7 +557,7 @@ def test_every_job_of_a_batch_whose_process_died_is_retried(
     import workers.batch
     from workers.runner import HEARTBEAT_TTL
 
-    def dies(ctx: Any, raws: Any) -> int:
+    def dies(ctx: Any, raws: Any, phases: Any = None) -> int:
         raise _Died
 
     monkeypatch.setattr(workers.batch, "prepare", dies)
@@ -746,3 +746,29 @@ def test_a_process_limited_to_one_job_takes_no_more(settings: Settings, db: Any)
                                serializer=worker.serializer)  # fmt: skip
     assert worker._more_jobs(job, queue) == []
     assert queue.count == 2
+
+
+def test_a_batch_adds_the_cpu_of_each_of_its_phases_to_the_metrics(
+    settings: Settings, db: Any, burst: Any
+) -> None:
+    import time
+
+    from services.metrics import KEY, sample
+    from workers.batch import BATCH_CPU
+
+    phases = ("lookups", "extract", "sketch", "ner", "entities", "store", "jobs")
+    for payload in _mixed_batch(db):
+        assert enqueue(settings, payload)
+    started = time.process_time()
+    assert burst() == 4
+    spent = time.process_time() - started
+    stored = redis_client(settings).hgetall(KEY)
+    found = {
+        phase: float(stored.get(sample(BATCH_CPU, {"phase": phase}).encode(), 0))
+        for phase in phases
+    }
+    assert all(found[p] > 0 for p in ("lookups", "extract", "ner", "entities", "store", "jobs"))
+    assert sum(found.values()) <= spent, (found, spent)
+    assert not {f for f in stored if f.startswith(BATCH_CPU.encode())} - {
+        sample(BATCH_CPU, {"phase": p}).encode() for p in phases
+    }

@@ -22,7 +22,9 @@ order as one by one. A failed transaction leaves each job its prepared item.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +38,7 @@ from services.core.extract import Extracted, ItemPayload, extract
 from services.db import articles, bands, sightings, stories
 from services.db.articles import ItemRef
 from services.db.engine import reading, transaction
+from services.metrics import Recorder
 from workers.context import WorkerContext
 from workers.pipeline import (
     Decision,
@@ -49,8 +52,30 @@ from workers.pipeline import (
 
 log = logging.getLogger("newsdesk.worker")
 
+# CPU seconds of worker batches by phase (a Prometheus counter, see services.metrics).
+BATCH_CPU = "newsdesk_worker_batch_cpu_seconds_total"
 
-def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
+
+class Phases:
+    """Times a batch's phases in CPU seconds (``time.process_time``) and adds each to
+    :data:`BATCH_CPU` with its ``phase`` label, in the batch's metrics; ``total`` is their sum."""
+
+    def __init__(self, metrics: Recorder) -> None:
+        self.metrics = metrics
+        self.total = 0.0
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.process_time()
+        try:
+            yield
+        finally:
+            spent = time.process_time() - started
+            self.total += spent
+            self.metrics.add(BATCH_CPU, spent, phase=phase)
+
+
+def prepare(ctx: WorkerContext, raws: Sequence[Any], phases: Phases | None = None) -> int:
     """Extract the new items among ``raws``, run NER on them in one batch and store them in one
     transaction; each item's job (:func:`process`) then returns the stored outcome, or does
     the rest itself from the prepared item. Returns how many items were made ready.
@@ -58,17 +83,21 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
     Items that are not new (a known version, an update of a stored article) and items that
     fail to extract are left to their job, which handles and records them as usual.
     """
-    pending = _new_items(ctx, raws)
+    phase = phases or Phases(ctx.metrics)
+    pending = _new_items(ctx, raws, phase)
     texts = [e.analysed_text for _, _, e, _, copy in pending if not copy]
-    mentions = iter(_recognise_many(ctx, texts))
+    with phase("ner"):
+        mentions = iter(_recognise_many(ctx, texts))
     ready: list[tuple[ItemRef, Ready]] = []
-    for item, raw, extracted, sketch, copy in pending:
-        found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
-        ref = item_ref(item, raw)
-        ready.append((ref, Ready(extracted, sketch, found)))
-        ctx.prepared[ready_key(ref)] = ready[-1][1]
+    with phase("entities"):
+        for item, raw, extracted, sketch, copy in pending:
+            found = None if copy else canonicalise(extracted.analysed_text, next(mentions))
+            ref = item_ref(item, raw)
+            ready.append((ref, Ready(extracted, sketch, found)))
+            ctx.prepared[ready_key(ref)] = ready[-1][1]
     try:
-        ctx.prepared.update(_store_batch(ctx, ready))
+        with phase("store"):
+            ctx.prepared.update(_store_batch(ctx, ready))
     except SQLAlchemyError:  # each job then stores its own prepared item, and reports errors
         log.warning("worker.batch_store_failed items=%d", len(ready), exc_info=True)
     return len(pending)
@@ -77,7 +106,7 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any]) -> int:
 _Pending = tuple[ItemPayload, Any, Extracted, neardup.Sketch | None, bool]
 
 
-def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
+def _new_items(ctx: WorkerContext, raws: Sequence[Any], phase: Phases) -> list[_Pending]:
     """The items of ``raws`` no stored sighting accounts for, extracted, each with whether it
     looks like a copy (of a stored article, or of an earlier item of the batch)."""
     parsed: list[tuple[ItemPayload, Any]] = []
@@ -86,7 +115,7 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
             parsed.append((ItemPayload.from_dict(raw), raw))
         except (ValueError, KeyError, TypeError):
             continue  # the job itself reports it
-    with reading(ctx.sessions) as session:
+    with phase("lookups"), reading(ctx.sessions) as session:
         seen = sightings.sighting_states(session, [(i.feed_id, i.item_key) for i, _ in parsed])
     new: list[tuple[ItemPayload, Any]] = []
     for item, raw in parsed:
@@ -95,14 +124,16 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any]) -> list[_Pending]:
             new.append((item, raw))
     # Extraction runs outside any transaction: no snapshot is held while the CPU works.
     extracted: list[tuple[ItemPayload, Any, Extracted]] = []
-    for item, raw in new:
-        try:
-            extracted.append((item, raw, extract(item)))
-        except (ExtractError, ValueError, KeyError, TypeError):
-            continue  # the job itself records it
-    sketches = [neardup.sketch(text.text) for _, _, text in extracted]
+    with phase("extract"):
+        for item, raw in new:
+            try:
+                extracted.append((item, raw, extract(item)))
+            except (ExtractError, ValueError, KeyError, TypeError):
+                continue  # the job itself records it
+    with phase("sketch"):
+        sketches = [neardup.sketch(text.text) for _, _, text in extracted]
     texts = [t for _, _, t in extracted]
-    with reading(ctx.sessions) as session:
+    with phase("lookups"), reading(ctx.sessions) as session:
         decisions = decide_many(session, list(zip(texts, sketches, strict=True)))
     pending: list[_Pending] = []
     batch = _BatchCopies()

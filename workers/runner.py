@@ -155,6 +155,9 @@ class NewsdeskWorker(SimpleWorker):
         return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
 
     def execute_job(self, job: Any, queue: Any) -> None:
+        from workers.batch import BATCH_CPU, Phases
+
+        started = time.process_time()
         jobs = [job, *self._more_jobs(job, queue)]
         running = self._start(jobs, queue)
         done = threading.Event()
@@ -163,16 +166,21 @@ class NewsdeskWorker(SimpleWorker):
         )
         beat.start()
         self._finished = []
+        metrics = current().metrics
+        phases = Phases(metrics)
         try:
-            if len(jobs) > 1:
-                self._prepare(jobs)
-            with current().metrics.held():  # the batch's metrics go to Redis at its end
+            with metrics.held():  # the batch's metrics go to Redis at its end
+                if len(jobs) > 1:
+                    self._prepare(jobs, phases)
                 for one, execution in running:
                     with bind(job_id=one.id):  # on every line the job logs (JSON format)
                         self.perform_job(one, queue, execution)
-            done.set()
-            beat.join()
-            self._record_finished()
+                done.set()
+                beat.join()
+                self._record_finished()
+                if len(jobs) > 1:  # the rest: rq's bookkeeping and each job's own run
+                    rest = time.process_time() - started - phases.total
+                    metrics.add(BATCH_CPU, rest, phase="jobs")
         finally:
             done.set()
             beat.join()
@@ -311,17 +319,18 @@ class NewsdeskWorker(SimpleWorker):
             one.redis_server_version = job.redis_server_version
         return more
 
-    def _prepare(self, jobs: list[Any]) -> None:
+    def _prepare(self, jobs: list[Any], phases: Any) -> None:
         """Extraction, NER and storage for the batch's new items in one go
-        (workers.batch.prepare), bounded by the first job's timeout. A failure here only
-        costs the batching: each job then does its own work, and reports its own errors."""
+        (workers.batch.prepare, timing its ``phases``), bounded by the first job's timeout.
+        A failure here only costs the batching: each job then does its own work, and
+        reports its own errors."""
         from workers.batch import prepare
 
         payloads = [j.args[0] for j in jobs if j.func_name == EXTRACT_FUNC and j.args]
         started = time.monotonic()
         try:
             with self.death_penalty_class(jobs[0].timeout or 180, JobTimeoutException):
-                ready = prepare(current(), payloads)
+                ready = prepare(current(), payloads, phases)
         except Exception:  # the jobs then run one by one, each doing its own work
             log.warning("worker.batch_prepare_failed jobs=%d", len(jobs), exc_info=True)
             current().prepared.clear()
