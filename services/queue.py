@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import as_text
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from services.config import Settings
+
+log = logging.getLogger("newsdesk.worker")
 
 EXTRACT_FUNC = "workers.jobs.extract_item"
 REPROCESS_FUNC = "workers.jobs.reprocess_article"
@@ -97,6 +104,82 @@ def enqueue_reprocess(queue: Queue, article_id: int, *, run: str, timeout: int) 
         queue, REPROCESS_FUNC, article_id, job_id=f"reprocess-{run}-{article_id}",
         timeout=timeout, description=f"reprocess article={article_id}",
     )  # fmt: skip
+
+
+# -- taking extraction jobs back and in batches --------------------------------------------
+
+# Back to the front of the queue only if it is still in the intermediate queue: a process
+# that started it meanwhile has taken it out.
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
+
+
+# Up to ARGV[1] jobs from the queue (KEYS[1]) to its intermediate queue (KEYS[2]), as rq
+# moves the one job it takes: a worker's share of the waiting jobs, shared among the
+# queue's idle workers (KEYS[3], rq's set of them; the taker is idle until it starts its batch),
+# rounded up. A backlog goes in full batches; a burst is spread over the idle processes.
+_TAKE = """
+local waiting = redis.call('LLEN', KEYS[1])
+if waiting == 0 then return {} end
+local idle = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HGET', key, 'state') == 'idle' then idle = idle + 1 end
+end
+local take = math.min(tonumber(ARGV[1]), math.ceil(waiting / math.max(idle, 1)))
+local ids = {}
+for _ = 1, take do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not id then break end
+  ids[#ids + 1] = id
+end
+return ids
+"""
+
+
+def take_share(queue: Queue, limit: int) -> list[str]:
+    """Move a worker's share of the jobs waiting in ``queue`` (see ``_TAKE``), at most
+    ``limit``, to its intermediate queue, as rq moves the one job it takes; their ids."""
+    keys = [queue.key, queue.intermediate_queue_key, WORKERS_BY_QUEUE_KEY % queue.name]
+    return [as_text(i) for i in queue.connection.register_script(_TAKE)(keys=keys, args=[limit])]
+
+
+def requeue_stranded(queue: Queue, *, older_than: float, now: float | None = None) -> list[str]:
+    """Put the jobs stranded in ``queue``'s intermediate queue back at its front; returns
+    their ids.
+
+    A job is stranded when it is still QUEUED, not in the started registry, and was first
+    seen there ``older_than`` seconds ago or more (rq's own first-seen mark, which its sweep
+    shares). A job that is not QUEUED is left to rq's sweep.
+    """
+    intermediate = queue.intermediate_queue
+    ids = intermediate.get_job_ids()
+    if not ids:
+        return []
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    moment = time.time() if now is None else now
+    script = queue.connection.register_script(_REQUEUE)
+    requeued: list[str] = []
+    for job_id in ids:
+        if job_id in started or intermediate.set_first_seen(job_id):
+            continue  # started, or seen here for the first time now
+        first = intermediate.get_first_seen(job_id)
+        if first is None or moment - first.timestamp() < older_than:
+            continue
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+            continue
+        keys = [intermediate.key, queue.key, intermediate.get_first_seen_key(job_id)]
+        if script(keys=keys, args=[job_id]):
+            requeued.append(job_id)
+    if requeued:
+        log.warning("worker.requeued_stranded queue=%s jobs=%d", queue.name, len(requeued))
+    return requeued
 
 
 # -- webhook deliveries -----------------------------------------------------------------------

@@ -605,7 +605,8 @@ def test_a_batch_taken_by_a_process_that_died_before_starting_it_is_queued_again
     rather than after rq's one-minute sweep counts them as failed attempts."""
     import time
 
-    from workers.runner import STRANDED_AFTER, requeue_stranded
+    from services.queue import requeue_stranded
+    from workers.runner import STRANDED_AFTER
 
     worker, queue, ids = _take_batch(settings, db)
     conn = worker.connection
@@ -633,7 +634,8 @@ def test_a_started_job_in_the_intermediate_queue_is_left_alone(
 ) -> None:
     import time
 
-    from workers.runner import STRANDED_AFTER, requeue_stranded
+    from services.queue import requeue_stranded
+    from workers.runner import STRANDED_AFTER
 
     worker, queue, _ = _take_batch(settings, db)
     job, _ = queue.dequeue_any([queue], None, connection=worker.connection,

@@ -26,10 +26,9 @@ from rq.job import JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
+from rq.utils import utcformat
 from rq.worker import WorkerStatus
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from services.config import Settings
 from services.core.page import warm_up
@@ -42,7 +41,13 @@ from services.procs import (
     keep_freed_memory,
     tune_gc,
 )
-from services.queue import EXTRACT_FUNC, extract_queue, redis_client
+from services.queue import (
+    EXTRACT_FUNC,
+    extract_queue,
+    redis_client,
+    requeue_stranded,
+    take_share,
+)
 from workers.context import WorkerContext, current, install
 from workers.nlp import Recogniser, known_names_loader, load_model
 from workers.pool import supervise
@@ -58,39 +63,6 @@ HEARTBEAT_TTL = 15
 # live process starts its jobs within milliseconds of taking them; rq's own sweep would
 # wait a minute, then count it as a failed attempt.
 STRANDED_AFTER = 10.0
-
-# Back to the front of the queue only if it is still in the intermediate queue: a process
-# that started it meanwhile has taken it out.
-_REQUEUE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('DEL', KEYS[3])
-  return 1
-end
-return 0
-"""
-
-
-# Up to ARGV[1] jobs from the queue (KEYS[1]) to its intermediate queue (KEYS[2]), as rq
-# moves the one job it takes: this process's share of the waiting jobs, shared among the
-# queue's idle workers (KEYS[3], rq's set of them; this one is idle until it starts the batch),
-# rounded up. A backlog goes in full batches; a burst is spread over the idle processes.
-_TAKE = """
-local waiting = redis.call('LLEN', KEYS[1])
-if waiting == 0 then return {} end
-local idle = 0
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if redis.call('HGET', key, 'state') == 'idle' then idle = idle + 1 end
-end
-local take = math.min(tonumber(ARGV[1]), math.ceil(waiting / math.max(idle, 1)))
-local ids = {}
-for _ = 1, take do
-  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not id then break end
-  ids[#ids + 1] = id
-end
-return ids
-"""
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -140,7 +112,6 @@ class NewsdeskWorker(SimpleWorker):
         # Extraction jobs of the batch in hand that succeeded, recorded together at its end;
         # None outside a batch.
         self._finished: list[tuple[Any, Any]] | None = None
-        self._take = self.connection.register_script(_TAKE)
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
@@ -295,7 +266,8 @@ class NewsdeskWorker(SimpleWorker):
 
     def _more_jobs(self, job: Any, queue: Any) -> list[Any]:
         """Further jobs already waiting in ``queue`` (never blocks), when ``job`` is an
-        extraction job: this process's share of them (see ``_TAKE``), at most ``batch - 1``;
+        extraction job: this process's share of them (``services.queue.take_share``), at most
+        ``batch - 1``;
         none while a stop is pending.
 
         Taken as rq takes one (moved to its intermediate queue, then fetched), but for all of
@@ -309,8 +281,7 @@ class NewsdeskWorker(SimpleWorker):
             or len(self.queues) != 1
         ):
             return []
-        keys = [queue.key, queue.intermediate_queue_key, WORKERS_BY_QUEUE_KEY % queue.name]
-        ids = [as_text(i) for i in self._take(keys=keys, args=[self.batch - 1])]
+        ids = take_share(queue, self.batch - 1)
         if not ids:
             return []
         found = self.job_class.fetch_many(ids, self.connection, serializer=self.serializer)
@@ -350,39 +321,6 @@ class NewsdeskWorker(SimpleWorker):
                 log.warning(
                     "worker.heartbeat_failed job_ids=%s", ",".join(j.id for j, _ in running)
                 )
-
-
-def requeue_stranded(queue: Any, *, older_than: float, now: float | None = None) -> list[str]:
-    """Put the jobs stranded in ``queue``'s intermediate queue back at its front; returns
-    their ids.
-
-    A job is stranded when it is still QUEUED, not in the started registry, and was first
-    seen there ``older_than`` seconds ago or more (rq's own first-seen mark, which its sweep
-    shares). A job that is not QUEUED is left to rq's sweep.
-    """
-    intermediate = queue.intermediate_queue
-    ids = intermediate.get_job_ids()
-    if not ids:
-        return []
-    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
-    moment = time.time() if now is None else now
-    script = queue.connection.register_script(_REQUEUE)
-    requeued: list[str] = []
-    for job_id in ids:
-        if job_id in started or intermediate.set_first_seen(job_id):
-            continue  # started, or seen here for the first time now
-        first = intermediate.get_first_seen(job_id)
-        if first is None or moment - first.timestamp() < older_than:
-            continue
-        job = queue.fetch_job(job_id)
-        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
-            continue
-        keys = [intermediate.key, queue.key, intermediate.get_first_seen_key(job_id)]
-        if script(keys=keys, args=[job_id]):
-            requeued.append(job_id)
-    if requeued:
-        log.warning("worker.requeued_stranded queue=%s jobs=%d", queue.name, len(requeued))
-    return requeued
 
 
 def make_worker(settings: Settings, name: str | None = None) -> NewsdeskWorker:
