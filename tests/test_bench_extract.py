@@ -3,8 +3,6 @@ worker's measured window holds none of the producer's work."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -13,18 +11,11 @@ from rq.job import Job, JobStatus
 
 from services.config import Settings
 from services.queue import extract_job_id, extract_queue
-from tests.conftest import REPO
+from tests.benches import load
 
 
 def bench() -> ModuleType:
-    if str(REPO / "bench") not in sys.path:  # as when run as a script: its helpers beside it
-        sys.path.append(str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_extract", REPO / "bench" / "extract.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_extract"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load("extract")
 
 
 def _payloads(module: ModuleType, count: int) -> list[dict[str, Any]]:

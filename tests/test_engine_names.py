@@ -4,18 +4,30 @@ log and the extraction bench can tell them apart."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from services.db.engine import application_name, make_engine
-from tests.test_bench_extract import bench
+from tests.benches import load
 
 ON_POSTGRES = pytest.mark.skipif(
     "postgresql" not in os.environ.get("NEWSDESK_TEST_DATABASE_URL", ""),
     reason="PostgreSQL connections",
 )
+
+
+@contextmanager
+def _engine(url: str, role: str) -> Iterator[Engine]:
+    """An engine of ``role`` on ``url`` for one test, disposed at its end."""
+    named = make_engine(url, pool_size=1, role=role)
+    try:
+        yield named
+    finally:
+        named.dispose()
 
 
 def _own_name(engine: Engine) -> str:
@@ -31,43 +43,30 @@ def test_a_roles_connections_are_named_after_it() -> None:
 
 @ON_POSTGRES
 def test_postgresql_sees_the_roles_name(database_url: str, engine: Engine) -> None:
-    named = make_engine(database_url, pool_size=1, role="worker")
-    try:
+    with _engine(database_url, "worker") as named:
         assert _own_name(named) == "newsdesk-worker"
-    finally:
-        named.dispose()
 
 
 @ON_POSTGRES
 def test_a_name_in_the_url_wins(database_url: str, engine: Engine) -> None:
     url = make_url(database_url).update_query_dict({"application_name": "ops-console"})
-    named = make_engine(url.render_as_string(hide_password=False), pool_size=1, role="worker")
-    try:
+    with _engine(url.render_as_string(hide_password=False), "worker") as named:
         assert _own_name(named) == "ops-console"
-    finally:
-        named.dispose()
 
 
 @ON_POSTGRES
 def test_the_bench_reads_the_cpu_of_a_roles_backends(database_url: str, engine: Engine) -> None:
-    module = bench()
-    named = make_engine(database_url, pool_size=1, role="bench-probe")
-    try:
-        with named.connect() as conn:
-            pid = int(conn.scalar(text("SELECT pg_backend_pid()")))
-            conn.execute(text("SELECT count(*) FROM generate_series(1, 200000)")).all()
-            found = module.backends_cpu(engine, application_name("bench-probe"))
-            assert found is not None and set(found) == {pid}, found
-            assert found[pid] >= 0.0
-        assert module.backends_cpu(engine, application_name("nobody")) == {}
-    finally:
-        named.dispose()
+    module = load("extract")
+    with _engine(database_url, "bench-probe") as named, named.connect() as conn:
+        pid = int(conn.scalar(text("SELECT pg_backend_pid()")))
+        conn.execute(text("SELECT count(*) FROM generate_series(1, 200000)")).all()
+        found = module.backends_cpu(engine, application_name("bench-probe"))
+        assert found is not None and set(found) == {pid}, found
+        assert found[pid] >= 0.0
+    assert module.backends_cpu(engine, application_name("nobody")) == {}
 
 
 def test_the_bench_reads_no_backends_on_sqlite(tmp_path: object) -> None:
-    module = bench()
-    sqlite = make_engine(f"sqlite:///{tmp_path}/x.sqlite3", role="worker")
-    try:
+    module = load("extract")
+    with _engine(f"sqlite:///{tmp_path}/x.sqlite3", "worker") as sqlite:
         assert module.backends_cpu(sqlite, application_name("worker")) is None
-    finally:
-        sqlite.dispose()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from services.core.gazetteer import default_gazetteer
+from tests.benches import load
 from tests.conftest import REPO
 
 GOLD = sorted((REPO / "bench" / "gold").glob("*.json"))
@@ -18,12 +17,7 @@ TYPES = {"person", "organization", "place", "facility", "event", "product", "law
 
 
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("entity_gold", REPO / "bench" / "entity_gold.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["entity_gold"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load("entity_gold")
 
 
 def test_at_least_fifteen_real_articles() -> None:
