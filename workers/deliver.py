@@ -1,14 +1,15 @@
 """`newsdesk deliver`: webhook delivery processes (no spaCy model), and the rq job they run.
 
-Each process runs rq's SimpleWorker on the webhook queue and keeps one event loop, one
-HTTP session (connections to subscribers stay open between deliveries) and the bodies of
-recent events (an event's body is built once, however many subscribers it goes to). A job
-carries a batch of leased deliveries and POSTs them concurrently. Results are recorded in
-groups, one transaction each (what finished together, or within ``RECORD_WINDOW`` of the
-first), and in the same transaction the subscriptions' next due deliveries are leased: while
-no other job waits on the queue the process sends them itself, otherwise it queues them as a
-new job. So a backlog drains at the subscribers' pace, not at the dispatcher's tick, and rq's
-per-job cost is paid once per batch, not once per delivery.
+Each process runs rq's SimpleWorker (as workers.rqworker.PromptWorker) on the webhook
+queue and keeps one event loop, one HTTP session (connections to subscribers stay open
+between deliveries) and the bodies of recent events (an event's body is built once, however
+many subscribers it goes to). A job carries a batch of leased deliveries and POSTs them
+concurrently. Results are recorded in groups, one transaction each (what finished together,
+or within ``RECORD_WINDOW`` of the first), and in the same transaction the subscriptions'
+next due deliveries are leased: while no other job waits on the queue the process sends them
+itself, otherwise it queues them as a new job. So a backlog drains at the subscribers' pace,
+not at the dispatcher's tick, and rq's per-job cost is paid once per batch, not once per
+delivery.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.serializers import JSONSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +42,7 @@ from services.webhooks.dispatcher import policy
 from services.webhooks.payload import Bodies
 from services.webhooks.schedule import AttemptResult
 from services.webhooks.sender import Sender
+from workers.rqworker import PromptWorker
 
 log = logging.getLogger("newsdesk.deliver")
 
@@ -238,8 +240,8 @@ def _record(
 
 def make_worker(
     settings: Settings, connection: redis.Redis, name: str | None = None
-) -> SimpleWorker:
-    return SimpleWorker(
+) -> PromptWorker:
+    return PromptWorker(
         [webhook_queue(settings, connection)],
         name=name,
         connection=connection,

@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import redis
-from rq import SimpleWorker
 from rq.executions import Execution
 from rq.job import JobStatus
 from rq.results import Result
@@ -51,6 +50,7 @@ from services.queue import (
 from workers.context import WorkerContext, current, install
 from workers.nlp import Recogniser, known_names_loader, load_model
 from workers.pool import supervise
+from workers.rqworker import PromptWorker
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -92,7 +92,7 @@ def resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-class NewsdeskWorker(SimpleWorker):
+class NewsdeskWorker(PromptWorker):
     """rq's in-process worker, which stops (warmly, between jobs) once its resident memory
     passes a limit, so a leak costs a restart by the supervisor rather than the host.
 
