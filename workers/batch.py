@@ -131,7 +131,7 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any], phase: Phases) -> list[_
             except (ExtractError, ValueError, KeyError, TypeError):
                 continue  # the job itself records it
     with phase("sketch"):
-        sketches = [neardup.sketch(text.text) for _, _, text in extracted]
+        sketches = [neardup.sketch(text.text, text.normalised_text) for _, _, text in extracted]
     texts = [t for _, _, t in extracted]
     with phase("lookups"), reading(ctx.sessions) as session:
         decisions = decide_many(session, list(zip(texts, sketches, strict=True)))

@@ -134,7 +134,7 @@ def _process(ctx: WorkerContext, item: ItemPayload, raw: dict[str, Any]) -> Outc
                 now=ctx.clock(),
             )
         return Outcome("error", reason=exc.code)
-    sketch = neardup.sketch(extracted.text)
+    sketch = neardup.sketch(extracted.text, extracted.normalised_text)
     if state is not None and state.article_id is not None:
         return _changed(ctx, ref, state.article_id, extracted, sketch)
     with reading(ctx.sessions) as session:

@@ -44,7 +44,7 @@ def reprocess(ctx: WorkerContext, article_id: int) -> dict[str, Any]:
     if isinstance(current, dict):
         return current
     extracted, source = current
-    sketch = neardup.sketch(extracted.text)
+    sketch = neardup.sketch(extracted.text, extracted.normalised_text)
     with reading(ctx.sessions) as session:
         copies = _copies(session, article_id, extracted, sketch)
     found = None

@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from services.core.errors import ExtractError
-from services.core.fingerprint import text_hash
+from services.core.fingerprint import joined_hash, normalise_text
 from services.core.html_text import html_to_text, looks_like_html
 from services.core.page import PageArticle, detect_language, extract_page
 from services.core.plaintext import parse_plaintext
@@ -95,6 +95,9 @@ class Extracted:
     boilerplate: dict[str, Any] = field(default_factory=dict)
     language: str | None = None  # ISO 639-1, None when the text is too short to tell
     page_url: str | None = None  # where the article page was read (after redirects)
+    # ``text`` through normalise_text, as extraction worked it out for the hash (the
+    # near-duplicate sketch reads it too); None when not at hand.
+    normalised_text: str | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def urls(self) -> tuple[str, ...]:
@@ -149,6 +152,7 @@ def extract(item: ItemPayload) -> Extracted:
     if not title:
         title = text.split("\n", 1)[0][:MAX_TITLE_CHARS]
     text = text or title
+    body = normalise_text(text)
     return Extracted(
         title=title,
         text=text,
@@ -157,10 +161,11 @@ def extract(item: ItemPayload) -> Extracted:
         canonical_url=_canonical(item, page),
         published_at=item.published or (page.published if page else None),
         byline=item.author or (page.author if page else None),
-        content_hash=text_hash(f"{title}\n{text}"),
+        content_hash=joined_hash(normalise_text(title), body),
         boilerplate={"dropped": list(page.dropped)} if page and page.dropped else {},
         language=detect_language(text),
         page_url=item.page_url if page else None,
+        normalised_text=body,
     )
 
 
@@ -181,6 +186,7 @@ def _canonical(item: ItemPayload, page: PageArticle | None) -> str | None:
 
 def _extract_file(item: ItemPayload) -> Extracted:
     parsed = parse_plaintext(item.content or "")
+    body = normalise_text(parsed.body)
     return Extracted(
         title=parsed.title[:MAX_TITLE_CHARS],
         text=parsed.body,
@@ -189,11 +195,12 @@ def _extract_file(item: ItemPayload) -> Extracted:
         canonical_url=None,
         published_at=item.published,
         byline=item.author,
-        content_hash=text_hash(f"{parsed.title}\n{parsed.body}"),
+        content_hash=joined_hash(normalise_text(parsed.title), body),
         boilerplate={
             "captions": list(parsed.captions),
             "credits": list(parsed.credits),
             "related": [{"text": r.text, "date": r.date} for r in parsed.related],
         },
         language=detect_language(parsed.body),
+        normalised_text=body,
     )

@@ -167,9 +167,10 @@ def bands(sig: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def sketch(text: str) -> Sketch | None:
-    """The sketch of an article body; None when it is too short to near-merge safely."""
-    tokens = words(text)
+def sketch(text: str, normalised: str | None = None) -> Sketch | None:
+    """The sketch of an article body (``normalised``: the body through normalise_text, when
+    at hand); None when it is too short to near-merge safely."""
+    tokens = words(text) if normalised is None else normalised.split()
     if len(tokens) < MIN_WORDS:
         return None
     ids = _shingles(tokens)

@@ -83,6 +83,30 @@ def test_every_shingle_signature_value_and_band_is_pinned(
     assert (shingles, _digest(nd.signature(sketch.shingles)), _digest(sketch.bands)) == digests
 
 
+def test_the_sketch_of_an_extracted_article_is_the_sketch_of_its_text() -> None:
+    """Extraction hands the sketch the body it normalised for the hash: the same sketch as
+    from the text, for a page and for a plain-text file."""
+    from services.core.extract import ItemPayload, extract
+    from services.core.fingerprint import normalise_text
+    from tests.pages import SEED, article_page, seed_article
+
+    file_item = ItemPayload(
+        feed_id=1,
+        item_key="f",
+        content_hash="h",
+        kind="file",
+        content=SEED.read_text(encoding="utf-8"),
+    )
+    page_item = ItemPayload(feed_id=1, item_key="p", content_hash="h", kind="feed",
+                            title="Seed", url="https://example.test/a",
+                            page_url="https://example.test/a",
+                            page_html=article_page(seed_article()))  # fmt: skip
+    for found in (extract(file_item), extract(page_item)):
+        assert found.normalised_text == normalise_text(found.text)
+        given = nd.sketch(found.text, found.normalised_text)
+        assert given is not None and given == nd.sketch(found.text)
+
+
 def test_a_text_shorter_than_a_shingle_is_one_shingle() -> None:
     assert len(nd.shingles("a b c")) == 1
     assert _digest(sorted(nd.shingles("a b c"))) == "270999c41de99d2f"
