@@ -248,12 +248,7 @@ def _complete(
     its bands, its entities and its ``article.created`` event."""
     articles.attach_many(session, [(i, ref, r.extracted.urls) for i, ref, r, _ in items], now=now)
     articles.save_sources(session, [(i, ref.payload) for i, ref, _, _ in items], now=now)
-    story_ids = [
-        stories.start_story(session, article_id=i, now=now)
-        if d.story_like is None
-        else stories.join_story(session, article_id=i, like=d.story_like, now=now)
-        for i, _, _, d in items
-    ]
+    story_ids = _place_in_stories(session, [(i, d.story_like) for i, _, _, d in items], now)
     bands.index_new_articles(
         session, [(i, r.sketch, r.extracted.content_hash) for i, _, r, _ in items]
     )
@@ -275,6 +270,22 @@ def _complete(
         for (article_id, _, _, _), event_id, story_id in zip(
             items, event_ids, story_ids, strict=True
         )
+    ]
+
+
+def _place_in_stories(
+    session: Session, items: Sequence[tuple[int, int | None]], now: datetime
+) -> list[int]:
+    """The story of each new (article id, related stored article or None): the related
+    article's, or a story of its own (all of those started in two statements)."""
+    started = iter(
+        stories.start_stories(session, [i for i, like in items if like is None], now=now)
+    )
+    return [
+        next(started)
+        if like is None
+        else stories.join_story(session, article_id=i, like=like, now=now)
+        for i, like in items
     ]
 
 

@@ -211,9 +211,10 @@ def attach_many(
 _ARTICLE_INSERT = Prepared(
     lambda insert: insert(_ARTICLES).on_conflict_do_nothing().returning(_ARTICLES.c.id)
 )
-_ARTICLES_INSERT = Prepared(
-    lambda insert: insert(_ARTICLES).returning(_ARTICLES.c.id, sort_by_parameter_order=True)
-)
+# Several articles in one statement. Each row comes back with its text hash, unique among
+# articles, so RETURNING needs no order: asked for one, SQLite (which has no way to tie new
+# rowids to parameter sets) would insert the rows one statement each.
+_ARTICLES_INSERT = insert(_ARTICLES).returning(_ARTICLES.c.id, _ARTICLES.c.content_hash)
 
 
 def _article_row(extracted: Extracted, now: datetime) -> dict[str, Any]:
@@ -251,9 +252,9 @@ def insert_articles(
     """
     if not extracted:
         return []
-    conn = core(session)
-    rows = conn.execute(_ARTICLES_INSERT.on(conn), [_article_row(e, now) for e in extracted])
-    return [int(i) for i in rows.scalars()]
+    rows = core(session).execute(_ARTICLES_INSERT, [_article_row(e, now) for e in extracted])
+    ids = {digest: int(i) for i, digest in rows}
+    return [ids[e.content_hash] for e in extracted]
 
 
 def update_article(

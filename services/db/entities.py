@@ -6,20 +6,14 @@ it through any of them (see :mod:`services.core.entity_resolution` for the rules
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import (
-    BindParameter,
-    Table,
-    bindparam,
-    literal_column,
-    select,
-    union_all,
-)
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from services.core.entities import ArticleEntity as FoundEntity
@@ -133,10 +127,7 @@ class _Plan:
         """Resolve each slot to a stored entity (creating it if need be), record the aliases,
         and return the article's links; ``known``, ``taken`` and ``names`` gain what was
         stored, as a new lookup would find it."""
-        ids = {
-            slot: _entity_for(session, group, now, self.gazetteer, known[slot[0]], names)
-            for slot, group in sorted(self.groups.items())
-        }
+        ids = _entities_for(session, sorted(self.groups.items()), now, self.gazetteer, known, names)
         for (type_, key), entity_id in _record_aliases(session, self.groups, ids, taken, now):
             known[type_].setdefault(key, entity_id)  # an entity's own key goes first
             taken[type_].add(key)
@@ -160,73 +151,110 @@ def _named(
     return [[names[i] for i in links] for links in every]
 
 
-def _entity_for(
+class _New:
+    """An entity this article creates, not yet inserted: its place in the insert."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _entities_for(
     session: Session,
-    group: list[Resolution],
+    slots: list[tuple[tuple[str, str], list[Resolution]]],
     now: datetime,
     gazetteer: Gazetteer,
-    hits: dict[str, int],
+    known: defaultdict[str, dict[str, int]],
     names: dict[int, StoredEntity],
-) -> int:
-    """The id of the entity a group of resolutions with one (type, key) belongs to.
+) -> dict[tuple[str, str], int]:
+    """The id of the entity each slot (its (type, key) and resolutions, in (type, key)
+    order) belongs to: an entity a name of it already denotes (``known``, by type, gains
+    the entities created here, so later slots see them), a known organisation it is a
+    country-qualified name of, or a new one. New entities are inserted in one statement,
+    in slot order; a fallback lookup first inserts those decided before it, which it must
+    see as one by one."""
+    found: dict[tuple[str, str], int | _New] = {}
+    new: list[Resolution] = []
+    pending: dict[str, dict[str, _New]] = defaultdict(dict)  # type -> key -> to insert
 
-    ``hits`` maps the names already known for this type to their entity; an entity created
-    here is added to it, so later groups of the same article see it (and to ``names``).
-    """
-    first = group[0]
-    keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
-    for key in keys:
-        if key in hits:
-            return hits[key]
-    for res in group:
-        merged = _by_fallback(session, res, gazetteer)
-        if merged is not None:
-            return merged
+    def flush() -> None:
+        ids = _insert_entities(session, new, now, names)
+        for slot, entity in found.items():
+            if isinstance(entity, _New):
+                found[slot] = ids[entity.index]
+        for type_, keys in pending.items():
+            for key, entity in keys.items():
+                known[type_][key] = ids[entity.index]
+        new.clear()
+        pending.clear()
+
+    for slot, group in slots:
+        hits = known[slot[0]]
+        waiting = pending[slot[0]]
+        keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
+        entity: int | _New | None = next(
+            (hits[k] if k in hits else waiting[k] for k in keys if k in hits or k in waiting),
+            None,
+        )
+        if entity is None and any(res.fallback and res.qualifier is not None for res in group):
+            if new:
+                flush()
+            entity = next(
+                (m for res in group if (m := _by_fallback(session, res, gazetteer)) is not None),
+                None,
+            )
+        if entity is None:
+            entity = waiting[group[0].key] = _New(len(new))
+            new.append(group[0])
+        found[slot] = entity
+    if new:
+        flush()
+    return {slot: entity for slot, entity in found.items() if isinstance(entity, int)}
+
+
+def _insert_entities(
+    session: Session, new: list[Resolution], now: datetime, names: dict[int, StoredEntity]
+) -> list[int]:
+    """Insert an entity for each of ``new`` (distinct (type, key)), in order, in one
+    statement; their ids. One stored meanwhile by a writer without the dedup lock is kept."""
     conn = core(session)
-    row = conn.execute(
-        _ENTITY_INSERT.on(conn),
-        {
-            "type": first.type,
-            "key": first.key,
-            "name": first.name,
-            "aliases": [],
-            "article_count": 0,
-            "first_seen_at": now,
-            "last_seen_at": now,
-        },
-    ).first()
-    if row is None:  # stored since the lookup (by a writer without the dedup lock)
-        slot = {"type": first.type, "key": first.key}
-        entity_id = int(conn.execute(_ENTITY_ID, slot).scalar_one())
-    else:
-        entity_id = int(row[0])
-        names[entity_id] = StoredEntity(id=entity_id, name=first.name, type=first.type)
-    hits[first.key] = entity_id
-    return entity_id
+    rows = [
+        {"type": res.type, "key": res.key, "name": res.name, "aliases": [], "article_count": 0,
+         "first_seen_at": now, "last_seen_at": now}
+        for res in new
+    ]  # fmt: skip
+    inserted = {(t, k): int(i) for i, t, k in conn.execute(_ENTITIES_INSERT.on(conn), rows)}
+    ids = []
+    for res in new:
+        entity_id = inserted.get((res.type, res.key))
+        if entity_id is None:  # stored since the lookup
+            entity_id = int(
+                conn.execute(_ENTITY_ID, {"type": res.type, "key": res.key}).scalar_one()
+            )
+        else:
+            names[entity_id] = StoredEntity(id=entity_id, name=res.name, type=res.type)
+        ids.append(entity_id)
+    return ids
 
 
 def _known_names(
     session: Session, wanted: dict[str, set[str]], names: dict[int, StoredEntity] | None = None
 ) -> tuple[defaultdict[str, dict[str, int]], defaultdict[str, set[str]]]:
     """For each type, which of its ``wanted`` keys name an entity (its own key first, then
-    its aliases), and which of them are stored aliases: one query for all types. The entities
-    found go into ``names`` with their display name.
-
-    Both halves filter on ``type IN (...) AND key IN (...)`` so the (type, key) unique indexes
-    serve them; pairs of a type with another type's key are dropped here.
-    """
+    its aliases), and which of them are stored aliases: one query for all of them. The
+    entities found go into ``names`` with their display name."""
     known: defaultdict[str, dict[str, int]] = defaultdict(dict)
     taken: defaultdict[str, set[str]] = defaultdict(set)
-    keys = sorted(set().union(*wanted.values())) if wanted else []
-    if not keys:
+    pairs = sorted((type_, key) for type_, keys in wanted.items() for key in keys)
+    if not pairs:
         return known, taken
     conn = core(session)
-    params = {"types": sorted(wanted), "keys": keys}
-    for alias, type_, key, entity_id, name, entity_type in conn.execute(_KNOWN_KEYS, params):
+    dialect = conn.dialect.name
+    rows = conn.execute(_KNOWN_KEYS[dialect], _pairs_params(dialect, pairs))
+    for alias, type_, key, entity_id, name, entity_type in rows:
         if names is not None:
             names[entity_id] = StoredEntity(id=entity_id, name=name, type=entity_type)
-        if key not in wanted[type_]:
-            continue
         if alias:
             known[type_].setdefault(key, entity_id)
             taken[type_].add(key)
@@ -285,26 +313,55 @@ def _record_aliases(
 # Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
 _ENTITIES = cast(Table, Entity.__table__)
 _ALIASES = cast(Table, EntityAlias.__table__)
-_TYPES: BindParameter[str] = bindparam("types", expanding=True)
-_KEYS: BindParameter[str] = bindparam("keys", expanding=True)
 # Entities' own keys (alias 0), then stored aliases (1), in one round trip, each with the
-# entity's display name and type.
-_KNOWN_KEYS = union_all(
-    select(literal_column("0").label("alias"), _ENTITIES.c.type, _ENTITIES.c.key,
-           _ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type.label("entity_type"))
-    .where(_ENTITIES.c.type.in_(_TYPES), _ENTITIES.c.key.in_(_KEYS)),
-    select(literal_column("1").label("alias"), _ALIASES.c.type, _ALIASES.c.key,
-           _ALIASES.c.entity_id, _ENTITIES.c.name, _ENTITIES.c.type)
-    .select_from(_ALIASES.join(_ENTITIES, _ENTITIES.c.id == _ALIASES.c.entity_id))
-    .where(_ALIASES.c.type.in_(_TYPES), _ALIASES.c.key.in_(_KEYS)),
-).order_by("alias")  # fmt: skip
+# entity's display name and type, for exactly the wanted (type, key) pairs: each pair probes
+# the (type, key) unique index on both columns. Lists of types and of keys would look up
+# every type with every key, and PostgreSQL (before 17) then matches the second column of
+# the index by filtering every entry of the wanted types: a scan that grows with the table.
+# The pairs travel as list parameters, so the statement's text is the same for any number
+# of them (SQLite keeps it prepared, PostgreSQL can plan it once): one JSON array of
+# [type, key] arrays on SQLite, read first (CROSS JOIN keeps it the outer loop), two text
+# arrays unnested side by side on PostgreSQL.
+_WANTED = {
+    "sqlite": (
+        "(SELECT json_extract(value, '$[0]') AS type, json_extract(value, '$[1]') AS key "
+        "FROM json_each(:pairs)) AS w CROSS JOIN"
+    ),
+    "postgresql": "unnest(CAST(:types AS text[]), CAST(:keys AS text[])) AS w(type, key) JOIN",
+}
+_KNOWN_KEYS = {
+    dialect: text(
+        "SELECT 0 AS alias, e.type, e.key, e.id, e.name, e.type AS entity_type "
+        f"FROM {wanted} entities AS e ON e.type = w.type AND e.key = w.key "
+        "UNION ALL "
+        "SELECT 1 AS alias, a.type, a.key, a.entity_id, e.name, e.type AS entity_type "
+        f"FROM {wanted} entity_aliases AS a ON a.type = w.type AND a.key = w.key "
+        "JOIN entities AS e ON e.id = a.entity_id "
+        "ORDER BY alias"
+    )
+    for dialect, wanted in _WANTED.items()
+}
+
+
+def _pairs_params(dialect: str, pairs: list[tuple[str, str]]) -> dict[str, object]:
+    if dialect == "sqlite":
+        return {"pairs": json.dumps(pairs)}
+    return {"types": [t for t, _ in pairs], "keys": [k for _, k in pairs]}
+
+
 _NAMES = select(_ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type).where(
     _ENTITIES.c.id.in_(bindparam("ids", expanding=True))
 )
 _ENTITY_ID = select(_ENTITIES.c.id).where(
     _ENTITIES.c.type == bindparam("type"), _ENTITIES.c.key == bindparam("key")
 )
-_ENTITY_INSERT = Prepared(
-    lambda insert: insert(_ENTITIES).on_conflict_do_nothing().returning(_ENTITIES.c.id)
+# Several entities in one statement; each row comes back with its (type, key), so RETURNING
+# needs no order (SQLite would insert them one statement each to give one).
+_ENTITIES_INSERT = Prepared(
+    lambda insert: (
+        insert(_ENTITIES)
+        .on_conflict_do_nothing()
+        .returning(_ENTITIES.c.id, _ENTITIES.c.type, _ENTITIES.c.key)
+    )
 )
 _ALIASES_INSERT = Prepared(lambda insert: insert(_ALIASES).on_conflict_do_nothing())

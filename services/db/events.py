@@ -44,6 +44,10 @@ def lock_events(session: Session) -> None:
 _EVENTS = cast(Table, Event.__table__)
 _EVENT_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
 _EVENTS_INSERT = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
+# Events of distinct articles: each row comes back with its article, so RETURNING needs no
+# order, and SQLite (which would insert row by row to give one) takes them in one statement.
+# Both databases number the rows of one multi-row INSERT in the order they are listed.
+_ARTICLE_EVENTS_INSERT = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.article_id)
 
 
 def add_event(
@@ -78,7 +82,12 @@ def add_events(
          "created_at": now}
         for article_id, feed_id, payload in rows
     ]  # fmt: skip
-    return [int(i) for i in core(session).execute(_EVENTS_INSERT, params).scalars()]
+    conn = core(session)
+    articles = [article_id for article_id, _, _ in rows]
+    if None in articles or len(set(articles)) < len(articles):
+        return [int(i) for i in conn.execute(_EVENTS_INSERT, params).scalars()]
+    ids = {int(a): int(i) for i, a in conn.execute(_ARTICLE_EVENTS_INSERT, params)}
+    return [ids[a] for a in articles if a is not None]
 
 
 def _record(row: Event) -> EventRecord:

@@ -3,6 +3,7 @@ finds a story's members is services/db/bands.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -76,6 +77,10 @@ _STORIES = cast(Table, Story.__table__)
 
 
 _STORY_INSERT = insert(_STORIES).returning(_STORIES.c.id)
+# Several stories in one statement: each row comes back with its first article, which is
+# unique among them, so no ordering of RETURNING rows is needed (SQLite has none to offer
+# for its rowids, and would insert row by row if asked for one).
+_STORIES_INSERT = insert(_STORIES).returning(_STORIES.c.id, _STORIES.c.first_article_id)
 _SET_STORY = (
     update(_ARTICLES)
     .where(_ARTICLES.c.id == bindparam("article"))
@@ -101,6 +106,28 @@ def start_story(session: Session, *, article_id: int, now: datetime) -> int:
     )  # fmt: skip
     conn.execute(_SET_STORY, {"article": article_id, "story": story_id, "now": now})
     return story_id
+
+
+def start_stories(session: Session, article_ids: Sequence[int], *, now: datetime) -> list[int]:
+    """:func:`start_story` for several articles (distinct): one statement for the stories,
+    one for the articles. Returns the story ids in the order of ``article_ids``."""
+    if not article_ids:
+        return []
+    conn = core(session)
+    rows = [
+        {"article_count": 1, "first_article_id": a, "created_at": now, "updated_at": now}
+        for a in article_ids
+    ]
+    story_of = {int(a): int(i) for i, a in conn.execute(_STORIES_INSERT, rows)}
+    story_ids = [story_of[a] for a in article_ids]
+    conn.execute(
+        _SET_STORY,
+        [
+            {"article": a, "story": s, "now": now}
+            for a, s in zip(article_ids, story_ids, strict=True)
+        ],
+    )
+    return story_ids
 
 
 def join_story(session: Session, *, article_id: int, like: int, now: datetime) -> int:
