@@ -129,9 +129,12 @@ def seen_as(name: str, type_: str, offset: int) -> Found:
     return Found(name, type_, entity_key(name), 1, offset, (name,))
 
 
-def test_an_articles_new_entities_go_in_one_statement(db: Db, engine: Engine) -> None:
-    """Each article's new entities are inserted together, and every link points at the
-    entity of its own name; a later article reaches them by name."""
+def test_new_entities_of_articles_stored_together_go_in_one_statement(
+    db: Db, engine: Engine
+) -> None:
+    """The articles' new entities are inserted together, their aliases together, their
+    counts together, and every link points at the entity of its own name; a later article
+    reaches an entity an earlier one created, by name, before either is stored."""
     first, second = new_articles(db, 2)
     names = [("Amelia Earhart", "person"), ("Acme Widgets", "org"), ("Zanzibar", "place"),
              ("Boris Pasternak", "person"), ("Mount Hood", "place")]  # fmt: skip
@@ -139,7 +142,9 @@ def test_an_articles_new_entities_go_in_one_statement(db: Db, engine: Engine) ->
     again = [seen_as("Acme Widgets", "org", 0), seen_as("Clara Schumann", "person", 40)]
     with statements(engine) as seen, transaction(db) as s:
         stored = store_new_entities(s, [(first, found), (second, again)], now=T0)
-    assert starting(seen, "INSERT INTO entities") <= 2, seen
+    assert starting(seen, "INSERT INTO entities") == 1, seen
+    assert starting(seen, "INSERT INTO entity_aliases") <= 1, seen
+    assert starting(seen, "UPDATE entities") == 1, seen
     assert [(e.name, e.type) for e in stored[0]] == names
     with db() as s:
         by_id = {e.id: (e.name, e.type, e.article_count) for e in s.scalars(select(Entity))}

@@ -62,7 +62,10 @@ def store_entities(
     plan = _Plan(found, gaz)
     names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
     known, taken = _known_names(session, plan.wanted(), names)
-    links = plan.store(session, known, taken, names, now)
+    pending = _Pending(session, now, known, names)
+    planned = plan.store(pending, known, taken)
+    pending.flush()
+    links = _final(planned)
     replace_links(session, article_id, links, now)
     return _named(session, [links], names)[0]
 
@@ -78,8 +81,9 @@ def store_new_entities(
     id, found), in order: the same entities, aliases, links and counts as one by one.
 
     Every name any of them could resolve through is looked up once; each article then
-    resolves in turn, seeing the entities and aliases the ones before it added; their links
-    go in one statement and their counts in one per distinct increment.
+    resolves in turn, seeing the entities and aliases the ones before it added. Their new
+    entities go in one statement, their new aliases in one, their links in one and their
+    counts in one.
     """
     gaz = gazetteer or default_gazetteer()
     plans = [_Plan(found, gaz) for _, found in items]
@@ -89,7 +93,10 @@ def store_new_entities(
             wanted[type_] |= keys
     names: dict[int, StoredEntity] = {}
     known, taken = _known_names(session, wanted, names)
-    every = [plan.store(session, known, taken, names, now) for plan in plans]
+    pending = _Pending(session, now, known, names)
+    planned = [plan.store(pending, known, taken) for plan in plans]
+    pending.flush()
+    every = [_final(links) for links in planned]
     add_links(
         session,
         [(article_id, links) for (article_id, _), links in zip(items, every, strict=True)],
@@ -117,24 +124,19 @@ class _Plan:
         return wanted
 
     def store(
-        self,
-        session: Session,
-        known: defaultdict[str, dict[str, int]],
-        taken: defaultdict[str, set[str]],
-        names: dict[int, StoredEntity],
-        now: datetime,
-    ) -> dict[int, Link]:
-        """Resolve each slot to a stored entity (creating it if need be), record the aliases,
-        and return the article's links; ``known``, ``taken`` and ``names`` gain what was
-        stored, as a new lookup would find it."""
-        ids = _entities_for(session, sorted(self.groups.items()), now, self.gazetteer, known, names)
-        for (type_, key), entity_id in _record_aliases(session, self.groups, ids, taken, now):
-            known[type_].setdefault(key, entity_id)  # an entity's own key goes first
+        self, pending: _Pending, known: _Known, taken: defaultdict[str, set[str]]
+    ) -> dict[int | _New, Link]:
+        """Resolve each slot to an entity (one to create goes to ``pending``), note the
+        aliases to record, and return the article's links; ``known`` and ``taken`` gain
+        them at once, as a new lookup would find them once stored."""
+        ids = _entities_for(pending, sorted(self.groups.items()), self.gazetteer, known)
+        for (type_, key), entity in _record_aliases(self.groups, ids, taken, pending):
+            known[type_].setdefault(key, entity)  # an entity's own key goes first
             taken[type_].add(key)
-        links: dict[int, Link] = {}
+        links: dict[int | _New, Link] = {}
         for ent, res in self.resolved:
-            entity_id = ids[(res.type, res.key)]
-            link = links.setdefault(entity_id, Link(0, ent.first_offset))
+            entity = ids[(res.type, res.key)]
+            link = links.setdefault(entity, Link(0, ent.first_offset))
             link.mentions += ent.mentions
             link.first_offset = min(link.first_offset, ent.first_offset)
         return links
@@ -152,65 +154,109 @@ def _named(
 
 
 class _New:
-    """An entity this article creates, not yet inserted: its place in the insert."""
+    """An entity decided on but not inserted yet; ``id`` is set once it is."""
 
-    __slots__ = ("index",)
+    __slots__ = ("id",)
 
-    def __init__(self, index: int) -> None:
-        self.index = index
+    def __init__(self) -> None:
+        self.id: int | None = None
+
+
+# Per type, the entity each known name denotes: stored, or to be inserted.
+_Known = defaultdict[str, dict[str, "int | _New"]]
+
+
+def _id(entity: int | _New) -> int:
+    if isinstance(entity, int):
+        return entity
+    assert entity.id is not None, "the pending entities are flushed first"
+    return entity.id
+
+
+def _final(links: dict[int | _New, Link]) -> dict[int, Link]:
+    """An article's links by stored entity id, once its pending entities are inserted."""
+    final: dict[int, Link] = {}
+    for entity, link in links.items():
+        entity_id = _id(entity)
+        if entity_id in final:  # one already stored by another writer under this name
+            kept = final[entity_id]
+            kept.mentions += link.mentions
+            kept.first_offset = min(kept.first_offset, link.first_offset)
+        else:
+            final[entity_id] = link
+    return final
+
+
+class _Pending:
+    """The entities and aliases the articles stored together decided to create, inserted
+    together: one statement for the entities, one for the aliases (each in (type, key)
+    order, as lock order requires). ``known`` maps their names to them meanwhile."""
+
+    def __init__(
+        self, session: Session, now: datetime, known: _Known, names: dict[int, StoredEntity]
+    ) -> None:
+        self.session, self.now, self.known, self.names = session, now, known, names
+        self.entities: list[tuple[Resolution, _New]] = []
+        self.aliases: list[tuple[tuple[str, str], int | _New, str]] = []
+
+    def entity(self, res: Resolution) -> _New:
+        new = _New()
+        self.entities.append((res, new))
+        return new
+
+    def alias(self, type_: str, key: str, entity: int | _New, text: str) -> None:
+        self.aliases.append(((type_, key), entity, text))
+
+    def flush(self) -> None:
+        """Insert what is pending; the names that denoted it then map to the stored ids."""
+        if self.entities:
+            ordered = sorted(self.entities, key=lambda e: (e[0].type, e[0].key))
+            ids = _insert_entities(self.session, [r for r, _ in ordered], self.now, self.names)
+            for (_, new), entity_id in zip(ordered, ids, strict=True):
+                new.id = entity_id
+            for hits in self.known.values():
+                for key, entity in hits.items():
+                    if isinstance(entity, _New):
+                        hits[key] = _id(entity)
+            self.entities.clear()
+        if self.aliases:
+            rows = [
+                {"entity_id": _id(entity), "type": type_, "key": key, "alias": text,
+                 "created_at": self.now}
+                for (type_, key), entity, text in sorted(self.aliases, key=lambda a: a[0])
+            ]  # fmt: skip
+            conn = core(self.session)
+            conn.execute(_ALIASES_INSERT.on(conn), rows)
+            self.aliases.clear()
 
 
 def _entities_for(
-    session: Session,
+    pending: _Pending,
     slots: list[tuple[tuple[str, str], list[Resolution]]],
-    now: datetime,
     gazetteer: Gazetteer,
-    known: defaultdict[str, dict[str, int]],
-    names: dict[int, StoredEntity],
-) -> dict[tuple[str, str], int]:
-    """The id of the entity each slot (its (type, key) and resolutions, in (type, key)
-    order) belongs to: an entity a name of it already denotes (``known``, by type, gains
-    the entities created here, so later slots see them), a known organisation it is a
-    country-qualified name of, or a new one. New entities are inserted in one statement,
-    in slot order; a fallback lookup first inserts those decided before it, which it must
-    see as one by one."""
+    known: _Known,
+) -> dict[tuple[str, str], int | _New]:
+    """The entity each slot (its (type, key) and resolutions, in (type, key) order) belongs
+    to: one a name of it already denotes (``known``, by type, which gains the entities
+    created here, so later slots and articles see them), a known organisation it is a
+    country-qualified name of, or a new one (``pending``). A fallback lookup reads storage,
+    so what is pending is inserted first, as one by one it would have been."""
     found: dict[tuple[str, str], int | _New] = {}
-    new: list[Resolution] = []
-    pending: dict[str, dict[str, _New]] = defaultdict(dict)  # type -> key -> to insert
-
-    def flush() -> None:
-        ids = _insert_entities(session, new, now, names)
-        for slot, entity in found.items():
-            if isinstance(entity, _New):
-                found[slot] = ids[entity.index]
-        for type_, keys in pending.items():
-            for key, entity in keys.items():
-                known[type_][key] = ids[entity.index]
-        new.clear()
-        pending.clear()
-
     for slot, group in slots:
         hits = known[slot[0]]
-        waiting = pending[slot[0]]
         keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
-        entity: int | _New | None = next(
-            (hits[k] if k in hits else waiting[k] for k in keys if k in hits or k in waiting),
-            None,
-        )
+        entity: int | _New | None = next((hits[k] for k in keys if k in hits), None)
         if entity is None and any(res.fallback and res.qualifier is not None for res in group):
-            if new:
-                flush()
+            pending.flush()
             entity = next(
-                (m for res in group if (m := _by_fallback(session, res, gazetteer)) is not None),
+                (m for res in group if (m := _by_fallback(pending.session, res, gazetteer))
+                 is not None),
                 None,
-            )
+            )  # fmt: skip
         if entity is None:
-            entity = waiting[group[0].key] = _New(len(new))
-            new.append(group[0])
+            entity = hits[group[0].key] = pending.entity(group[0])
         found[slot] = entity
-    if new:
-        flush()
-    return {slot: entity for slot, entity in found.items() if isinstance(entity, int)}
+    return found
 
 
 def _insert_entities(
@@ -240,11 +286,11 @@ def _insert_entities(
 
 def _known_names(
     session: Session, wanted: dict[str, set[str]], names: dict[int, StoredEntity] | None = None
-) -> tuple[defaultdict[str, dict[str, int]], defaultdict[str, set[str]]]:
+) -> tuple[_Known, defaultdict[str, set[str]]]:
     """For each type, which of its ``wanted`` keys name an entity (its own key first, then
     its aliases), and which of them are stored aliases: one query for all of them. The
     entities found go into ``names`` with their display name."""
-    known: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    known: _Known = defaultdict(dict)
     taken: defaultdict[str, set[str]] = defaultdict(set)
     pairs = sorted((type_, key) for type_, keys in wanted.items() for key in keys)
     if not pairs:
@@ -271,7 +317,7 @@ def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int
     hits = known[res.type]
     for key in res.fallback:
         if key in hits:
-            entity_id = hits[key]
+            entity_id = _id(hits[key])
             names = session.scalars(
                 select(EntityAlias.alias).where(EntityAlias.entity_id == entity_id)
             )
@@ -281,33 +327,26 @@ def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int
 
 
 def _record_aliases(
-    session: Session,
     groups: dict[tuple[str, str], list[Resolution]],
-    ids: dict[tuple[str, str], int],
+    ids: dict[tuple[str, str], int | _New],
     taken: dict[str, set[str]],
-    now: datetime,
-) -> list[tuple[tuple[str, str], int]]:
+    pending: _Pending,
+) -> list[tuple[tuple[str, str], int | _New]]:
     """Remember every name seen for each entity; a name already taken keeps its entity.
 
-    ``taken`` holds, per type, the alias keys known to exist already; the rest are inserted
-    in one statement, in (type, key) order, skipping any a concurrent writer got first.
-    Returns the ((type, key), entity id) inserted.
+    ``taken`` holds, per type, the alias keys known to exist already; the rest go to
+    ``pending``, inserted together, skipping any a concurrent writer got first. Returns the
+    ((type, key), entity) recorded.
     """
-    wanted: dict[tuple[str, str], tuple[int, str]] = {}
+    wanted: dict[tuple[str, str], tuple[int | _New, str]] = {}
     for slot, group in groups.items():
         for res in group:
             for alias in res.aliases:
                 if alias.key not in taken.get(res.type, ()):
                     wanted.setdefault((res.type, alias.key), (ids[slot], alias.text))
-    if not wanted:
-        return []
-    rows = [
-        {"entity_id": entity_id, "type": type, "key": key, "alias": text, "created_at": now}
-        for (type, key), (entity_id, text) in sorted(wanted.items())
-    ]
-    conn = core(session)
-    conn.execute(_ALIASES_INSERT.on(conn), rows)
-    return [(slot, entity_id) for slot, (entity_id, _) in sorted(wanted.items())]
+    for (type_, key), (entity, text_) in wanted.items():
+        pending.alias(type_, key, entity, text_)
+    return [(slot, entity) for slot, (entity, _) in sorted(wanted.items())]
 
 
 # Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
