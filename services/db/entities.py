@@ -83,7 +83,7 @@ def store_new_entities(
     Every name any of them could resolve through is looked up once; each article then
     resolves in turn, seeing the entities and aliases the ones before it added. Their new
     entities go in one statement, their new aliases in one, their links in one and their
-    counts in one.
+    counts in one per distinct increment.
     """
     gaz = gazetteer or default_gazetteer()
     plans = [_Plan(found, gaz) for _, found in items]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +40,14 @@ _COUNT_UPDATE = (
         ),
     )
 )
+_COUNT_UP = (
+    update(_ENTITIES)
+    .where(_ENTITIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        article_count=_ENTITIES.c.article_count + bindparam("delta"),
+        last_seen_at=bindparam("seen", type_=_ENTITIES.c.last_seen_at.type),
+    )
+)
 _LINK_UPDATE = (
     update(_LINKS)
     .where(_LINKS.c.article_id == bindparam("aid"), _LINKS.c.entity_id == bindparam("eid"))
@@ -51,18 +59,19 @@ def add_links(
     session: Session, items: Sequence[tuple[int, dict[int, Link]]], *, now: datetime
 ) -> None:
     """Link articles inserted in this transaction (no links yet) to their entities, given as
-    (article id, links by entity id): one statement for the links, and one for the counts
-    (an entity several of them mention gains that many), in entity id order."""
+    (article id, links by entity id): one statement for the links, and one per distinct
+    increment for the counts (an entity several of them mention gains that many), each in
+    entity id order."""
     conn = core(session)
     rows = [row for article_id, links in items for row in _link_rows(article_id, links)]
     if rows:
         conn.execute(_LINKS_INSERT, rows)
     gained: Counter[int] = Counter(i for _, links in items for i in links)
-    if gained:
-        conn.execute(
-            _COUNT_UPDATE,
-            [{"eid": i, "delta": d, "seen": now} for i, d in sorted(gained.items())],
-        )
+    by_delta: defaultdict[int, list[int]] = defaultdict(list)
+    for entity_id, delta in sorted(gained.items()):
+        by_delta[delta].append(entity_id)
+    for delta, ids in sorted(by_delta.items()):
+        conn.execute(_COUNT_UP, {"ids": ids, "delta": delta, "seen": now})
 
 
 def _link_rows(article_id: int, links: dict[int, Link]) -> list[dict[str, int]]:
