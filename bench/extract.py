@@ -378,8 +378,16 @@ def prepare_database(engine: Engine, *, reset: bool) -> None:
     if existing or reset:
         tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
         with engine.begin() as conn:
-            for name in tables:
-                conn.execute(text(f"DELETE FROM {name}"))
+            if engine.dialect.name == "postgresql":
+                # DELETE leaves every row dead, and with autovacuum off (or behind) each run's
+                # indexes grew with the previous runs' rows: the backends' CPU per article
+                # drifted from 2.2 to 3.0 ms over a day's runs. TRUNCATE starts clean. Ids
+                # go on from the last run's: the feeds get new ids, so the new run's job ids
+                # (feed, item, content) cannot meet the last run's finished jobs in Redis.
+                conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
+            else:
+                for name in tables:
+                    conn.execute(text(f"DELETE FROM {name}"))
 
 
 def register_feeds(engine: Engine) -> tuple[int, int]:

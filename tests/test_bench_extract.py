@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from rq.job import Job, JobStatus
+from sqlalchemy import Engine, text
 
 from services.config import Settings
 from services.queue import extract_job_id, extract_queue
@@ -79,3 +80,21 @@ def test_the_bench_reads_the_workers_phases_from_its_metrics(
     recorder.add("newsdesk_items_total", 3, status="created")  # another family: ignored
     recorder.flush()
     assert module.batch_phases(redis_conn) == {"ner": 0.25, "store": 0.5}
+
+
+def test_a_reset_empties_every_table(engine: Engine) -> None:
+    """--reset starts from empty tables (TRUNCATE on PostgreSQL: no dead rows left for the
+    next run's indexes). On PostgreSQL ids go on, so a new run's job ids cannot meet the last
+    run's finished jobs still kept in Redis (SQLite runs take a fresh file by default)."""
+    module = bench()
+    before = module.register_feeds(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO stories (article_count, created_at, updated_at) "
+                          "VALUES (0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))  # fmt: skip
+    module.prepare_database(engine, reset=True)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM feeds")) == 0
+        assert conn.scalar(text("SELECT count(*) FROM stories")) == 0
+    after = module.register_feeds(engine)
+    if engine.dialect.name == "postgresql":
+        assert min(after) > max(before)
