@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -24,19 +23,18 @@ from services.core.entity_resolution import (
 )
 from services.core.gazetteer import Gazetteer, default_gazetteer
 from services.db.entity_links import Link, add_links, replace_links
+from services.db.entity_pending import (
+    Known,
+    NewEntity,
+    Pending,
+    StoredEntity,
+    final_links,
+    stored_id,
+)
 from services.db.models import Entity, EntityAlias
-from services.db.upsert import Prepared, core
+from services.db.upsert import core
 
 __all__ = ["StoredEntity", "store_entities", "store_new_entities"]
-
-
-@dataclass(frozen=True)
-class StoredEntity:
-    """An entity as stored: its stable id, display name and type."""
-
-    id: int
-    name: str
-    type: str
 
 
 def store_entities(
@@ -62,10 +60,10 @@ def store_entities(
     plan = _Plan(found, gaz)
     names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
     known, taken = _known_names(session, plan.wanted(), names)
-    pending = _Pending(session, now, known, names)
+    pending = Pending(session, now, known, names)
     planned = plan.store(pending, known, taken)
     pending.flush()
-    links = _final(planned)
+    links = final_links(planned)
     replace_links(session, article_id, links, now)
     return _named(session, [links], names)[0]
 
@@ -93,10 +91,10 @@ def store_new_entities(
             wanted[type_] |= keys
     names: dict[int, StoredEntity] = {}
     known, taken = _known_names(session, wanted, names)
-    pending = _Pending(session, now, known, names)
+    pending = Pending(session, now, known, names)
     planned = [plan.store(pending, known, taken) for plan in plans]
     pending.flush()
-    every = [_final(links) for links in planned]
+    every = [final_links(links) for links in planned]
     add_links(
         session,
         [(article_id, links) for (article_id, _), links in zip(items, every, strict=True)],
@@ -124,8 +122,8 @@ class _Plan:
         return wanted
 
     def store(
-        self, pending: _Pending, known: _Known, taken: defaultdict[str, set[str]]
-    ) -> dict[int | _New, Link]:
+        self, pending: Pending, known: Known, taken: defaultdict[str, set[str]]
+    ) -> dict[int | NewEntity, Link]:
         """Resolve each slot to an entity (one to create goes to ``pending``), note the
         aliases to record, and return the article's links; ``known`` and ``taken`` gain
         them at once, as a new lookup would find them once stored."""
@@ -133,7 +131,7 @@ class _Plan:
         for (type_, key), entity in _record_aliases(self.groups, ids, taken, pending):
             known[type_].setdefault(key, entity)  # an entity's own key goes first
             taken[type_].add(key)
-        links: dict[int | _New, Link] = {}
+        links: dict[int | NewEntity, Link] = {}
         for ent, res in self.resolved:
             entity = ids[(res.type, res.key)]
             link = links.setdefault(entity, Link(0, ent.first_offset))
@@ -153,99 +151,22 @@ def _named(
     return [[names[i] for i in links] for links in every]
 
 
-class _New:
-    """An entity decided on but not inserted yet; ``id`` is set once it is."""
-
-    __slots__ = ("id",)
-
-    def __init__(self) -> None:
-        self.id: int | None = None
-
-
-# Per type, the entity each known name denotes: stored, or to be inserted.
-_Known = defaultdict[str, dict[str, "int | _New"]]
-
-
-def _id(entity: int | _New) -> int:
-    if isinstance(entity, int):
-        return entity
-    assert entity.id is not None, "the pending entities are flushed first"
-    return entity.id
-
-
-def _final(links: dict[int | _New, Link]) -> dict[int, Link]:
-    """An article's links by stored entity id, once its pending entities are inserted."""
-    final: dict[int, Link] = {}
-    for entity, link in links.items():
-        entity_id = _id(entity)
-        if entity_id in final:  # one already stored by another writer under this name
-            kept = final[entity_id]
-            kept.mentions += link.mentions
-            kept.first_offset = min(kept.first_offset, link.first_offset)
-        else:
-            final[entity_id] = link
-    return final
-
-
-class _Pending:
-    """The entities and aliases the articles stored together decided to create, inserted
-    together: one statement for the entities, one for the aliases (each in (type, key)
-    order, as lock order requires). ``known`` maps their names to them meanwhile."""
-
-    def __init__(
-        self, session: Session, now: datetime, known: _Known, names: dict[int, StoredEntity]
-    ) -> None:
-        self.session, self.now, self.known, self.names = session, now, known, names
-        self.entities: list[tuple[Resolution, _New]] = []
-        self.aliases: list[tuple[tuple[str, str], int | _New, str]] = []
-
-    def entity(self, res: Resolution) -> _New:
-        new = _New()
-        self.entities.append((res, new))
-        return new
-
-    def alias(self, type_: str, key: str, entity: int | _New, text: str) -> None:
-        self.aliases.append(((type_, key), entity, text))
-
-    def flush(self) -> None:
-        """Insert what is pending; the names that denoted it then map to the stored ids."""
-        if self.entities:
-            ordered = sorted(self.entities, key=lambda e: (e[0].type, e[0].key))
-            ids = _insert_entities(self.session, [r for r, _ in ordered], self.now, self.names)
-            for (_, new), entity_id in zip(ordered, ids, strict=True):
-                new.id = entity_id
-            for hits in self.known.values():
-                for key, entity in hits.items():
-                    if isinstance(entity, _New):
-                        hits[key] = _id(entity)
-            self.entities.clear()
-        if self.aliases:
-            rows = [
-                {"entity_id": _id(entity), "type": type_, "key": key, "alias": text,
-                 "created_at": self.now}
-                for (type_, key), entity, text in sorted(self.aliases, key=lambda a: a[0])
-            ]  # fmt: skip
-            conn = core(self.session)
-            conn.execute(_ALIASES_INSERT.on(conn), rows)
-            self.aliases.clear()
-
-
 def _entities_for(
-    pending: _Pending,
+    pending: Pending,
     slots: list[tuple[tuple[str, str], list[Resolution]]],
     gazetteer: Gazetteer,
-    known: _Known,
-) -> dict[tuple[str, str], int | _New]:
+    known: Known,
+) -> dict[tuple[str, str], int | NewEntity]:
     """The entity each slot (its (type, key) and resolutions, in (type, key) order) belongs
     to: one a name of it already denotes (``known``, by type, which gains the entities
     created here, so later slots and articles see them), a known organisation it is a
     country-qualified name of, or a new one (``pending``). A fallback lookup reads storage,
     so what is pending is inserted first, as one by one it would have been."""
-    found: dict[tuple[str, str], int | _New] = {}
+    found: dict[tuple[str, str], int | NewEntity] = {}
     for slot, group in slots:
         hits = known[slot[0]]
         keys = list(dict.fromkeys(k for res in group for k in res.lookup_keys))
-        entity: int | _New | None = next((hits[k] for k in keys if k in hits), None)
+        entity: int | NewEntity | None = next((hits[k] for k in keys if k in hits), None)
         if entity is None and any(res.fallback and res.qualifier is not None for res in group):
             pending.flush()
             entity = next(
@@ -259,38 +180,13 @@ def _entities_for(
     return found
 
 
-def _insert_entities(
-    session: Session, new: list[Resolution], now: datetime, names: dict[int, StoredEntity]
-) -> list[int]:
-    """Insert an entity for each of ``new`` (distinct (type, key)), in order, in one
-    statement; their ids. One stored meanwhile by a writer without the dedup lock is kept."""
-    conn = core(session)
-    rows = [
-        {"type": res.type, "key": res.key, "name": res.name, "aliases": [], "article_count": 0,
-         "first_seen_at": now, "last_seen_at": now}
-        for res in new
-    ]  # fmt: skip
-    inserted = {(t, k): int(i) for i, t, k in conn.execute(_ENTITIES_INSERT.on(conn), rows)}
-    ids = []
-    for res in new:
-        entity_id = inserted.get((res.type, res.key))
-        if entity_id is None:  # stored since the lookup
-            entity_id = int(
-                conn.execute(_ENTITY_ID, {"type": res.type, "key": res.key}).scalar_one()
-            )
-        else:
-            names[entity_id] = StoredEntity(id=entity_id, name=res.name, type=res.type)
-        ids.append(entity_id)
-    return ids
-
-
 def _known_names(
     session: Session, wanted: dict[str, set[str]], names: dict[int, StoredEntity] | None = None
-) -> tuple[_Known, defaultdict[str, set[str]]]:
+) -> tuple[Known, defaultdict[str, set[str]]]:
     """For each type, which of its ``wanted`` keys name an entity (its own key first, then
     its aliases), and which of them are stored aliases: one query for all of them. The
     entities found go into ``names`` with their display name."""
-    known: _Known = defaultdict(dict)
+    known: Known = defaultdict(dict)
     taken: defaultdict[str, set[str]] = defaultdict(set)
     pairs = sorted((type_, key) for type_, keys in wanted.items() for key in keys)
     if not pairs:
@@ -317,7 +213,7 @@ def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int
     hits = known[res.type]
     for key in res.fallback:
         if key in hits:
-            entity_id = _id(hits[key])
+            entity_id = stored_id(hits[key])
             names = session.scalars(
                 select(EntityAlias.alias).where(EntityAlias.entity_id == entity_id)
             )
@@ -328,17 +224,17 @@ def _by_fallback(session: Session, res: Resolution, gazetteer: Gazetteer) -> int
 
 def _record_aliases(
     groups: dict[tuple[str, str], list[Resolution]],
-    ids: dict[tuple[str, str], int | _New],
+    ids: dict[tuple[str, str], int | NewEntity],
     taken: dict[str, set[str]],
-    pending: _Pending,
-) -> list[tuple[tuple[str, str], int | _New]]:
+    pending: Pending,
+) -> list[tuple[tuple[str, str], int | NewEntity]]:
     """Remember every name seen for each entity; a name already taken keeps its entity.
 
     ``taken`` holds, per type, the alias keys known to exist already; the rest go to
     ``pending``, inserted together, skipping any a concurrent writer got first. Returns the
     ((type, key), entity) recorded.
     """
-    wanted: dict[tuple[str, str], tuple[int | _New, str]] = {}
+    wanted: dict[tuple[str, str], tuple[int | NewEntity, str]] = {}
     for slot, group in groups.items():
         for res in group:
             for alias in res.aliases:
@@ -391,16 +287,3 @@ def _pairs_params(dialect: str, pairs: list[tuple[str, str]]) -> dict[str, objec
 _NAMES = select(_ENTITIES.c.id, _ENTITIES.c.name, _ENTITIES.c.type).where(
     _ENTITIES.c.id.in_(bindparam("ids", expanding=True))
 )
-_ENTITY_ID = select(_ENTITIES.c.id).where(
-    _ENTITIES.c.type == bindparam("type"), _ENTITIES.c.key == bindparam("key")
-)
-# Several entities in one statement; each row comes back with its (type, key), so RETURNING
-# needs no order (SQLite would insert them one statement each to give one).
-_ENTITIES_INSERT = Prepared(
-    lambda insert: (
-        insert(_ENTITIES)
-        .on_conflict_do_nothing()
-        .returning(_ENTITIES.c.id, _ENTITIES.c.type, _ENTITIES.c.key)
-    )
-)
-_ALIASES_INSERT = Prepared(lambda insert: insert(_ALIASES).on_conflict_do_nothing())
