@@ -35,7 +35,7 @@ from services.db.models import (
     Sighting,
     Story,
 )
-from services.db.upsert import InsertFactory, Prepared, core, insert_ignore
+from services.db.upsert import InsertFactory, Prepared, core, ids_by_key, insert_ignore
 
 
 @dataclass(frozen=True)
@@ -211,9 +211,7 @@ def attach_many(
 _ARTICLE_INSERT = Prepared(
     lambda insert: insert(_ARTICLES).on_conflict_do_nothing().returning(_ARTICLES.c.id)
 )
-# Several articles in one statement. Each row comes back with its text hash, unique among
-# articles, so RETURNING needs no order: asked for one, SQLite (which has no way to tie new
-# rowids to parameter sets) would insert the rows one statement each.
+# Several articles in one statement, each back with its text hash (upsert.ids_by_key).
 _ARTICLES_INSERT = insert(_ARTICLES).returning(_ARTICLES.c.id, _ARTICLES.c.content_hash)
 
 
@@ -252,8 +250,8 @@ def insert_articles(
     """
     if not extracted:
         return []
-    rows = core(session).execute(_ARTICLES_INSERT, [_article_row(e, now) for e in extracted])
-    ids = {digest: int(i) for i, digest in rows}
+    rows = [_article_row(e, now) for e in extracted]
+    ids = ids_by_key(core(session), _ARTICLES_INSERT, rows)
     return [ids[e.content_hash] for e in extracted]
 
 

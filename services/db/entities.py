@@ -60,7 +60,7 @@ def store_entities(
     plan = _Plan(found, gaz)
     names: dict[int, StoredEntity] = {}  # what the lookups and inserts already tell
     known, taken = _known_names(session, plan.wanted(), names)
-    pending = Pending(session, now, known, names)
+    pending = Pending(session, now, names)
     planned = plan.store(pending, known, taken)
     pending.flush()
     links = final_links(planned)
@@ -91,7 +91,7 @@ def store_new_entities(
             wanted[type_] |= keys
     names: dict[int, StoredEntity] = {}
     known, taken = _known_names(session, wanted, names)
-    pending = Pending(session, now, known, names)
+    pending = Pending(session, now, names)
     planned = [plan.store(pending, known, taken) for plan in plans]
     pending.flush()
     every = [final_links(links) for links in planned]
@@ -245,9 +245,7 @@ def _record_aliases(
     return [(slot, entity) for slot, (entity, _) in sorted(wanted.items())]
 
 
-# Core tables: multi-row statements here are plain executemany (no ORM bulk semantics).
 _ENTITIES = cast(Table, Entity.__table__)
-_ALIASES = cast(Table, EntityAlias.__table__)
 # Entities' own keys (alias 0), then stored aliases (1), in one round trip, each with the
 # entity's display name and type, for exactly the wanted (type, key) pairs: each pair probes
 # the (type, key) unique index on both columns. Lists of types and of keys would look up

@@ -4,8 +4,7 @@ The articles stored in one transaction resolve their entities in turn (services.
 an entity or alias one of them creates is known by its names at once, as a :class:`NewEntity`
 (its id comes when it is inserted), and inserted with the others at the end: one statement
 for the entities, one for the aliases, each in (type, key) order as lock order requires.
-Multi-row inserts return each row's (type, key), unique among them, so RETURNING needs no
-order (asked for one, SQLite would insert row by row).
+Multi-row inserts map ids back by (type, key) (services.db.upsert.ids_by_key).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 from services.core.entity_resolution import Resolution
 from services.db.entity_links import Link
 from services.db.models import Entity, EntityAlias
-from services.db.upsert import Prepared, core
+from services.db.upsert import Prepared, core, ids_by_key
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,11 @@ def final_links(links: dict[int | NewEntity, Link]) -> dict[int, Link]:
 class Pending:
     """The entities and aliases the articles stored together decided to create, inserted
     together: one statement for the entities, one for the aliases (each in (type, key)
-    order, as lock order requires). ``known`` maps their names to them meanwhile."""
+    order, as lock order requires). Until then the names that denote them map to their
+    :class:`NewEntity` (the caller's ``Known``)."""
 
-    def __init__(
-        self, session: Session, now: datetime, known: Known, names: dict[int, StoredEntity]
-    ) -> None:
-        self.session, self.now, self.known, self.names = session, now, known, names
+    def __init__(self, session: Session, now: datetime, names: dict[int, StoredEntity]) -> None:
+        self.session, self.now, self.names = session, now, names
         self.entities: list[tuple[Resolution, NewEntity]] = []
         self.aliases: list[tuple[tuple[str, str], int | NewEntity, str]] = []
 
@@ -91,16 +89,12 @@ class Pending:
         self.aliases.append(((type_, key), entity, text))
 
     def flush(self) -> None:
-        """Insert what is pending; the names that denoted it then map to the stored ids."""
+        """Insert what is pending; each :class:`NewEntity` then carries its stored id."""
         if self.entities:
             ordered = sorted(self.entities, key=lambda e: (e[0].type, e[0].key))
             ids = insert_entities(self.session, [r for r, _ in ordered], self.now, self.names)
             for (_, new), stored in zip(ordered, ids, strict=True):
                 new.id = stored
-            for hits in self.known.values():
-                for key, entity in hits.items():
-                    if isinstance(entity, NewEntity):
-                        hits[key] = stored_id(entity)
             self.entities.clear()
         if self.aliases:
             rows = [
@@ -124,7 +118,7 @@ def insert_entities(
          "first_seen_at": now, "last_seen_at": now}
         for res in new
     ]  # fmt: skip
-    inserted = {(t, k): int(i) for i, t, k in conn.execute(_ENTITIES_INSERT.on(conn), rows)}
+    inserted = ids_by_key(conn, _ENTITIES_INSERT.on(conn), rows)
     ids = []
     for res in new:
         entity_id = inserted.get((res.type, res.key))
@@ -143,8 +137,7 @@ _ALIASES = cast(Table, EntityAlias.__table__)
 _ENTITY_ID = select(_ENTITIES.c.id).where(
     _ENTITIES.c.type == bindparam("type"), _ENTITIES.c.key == bindparam("key")
 )
-# Several entities in one statement; each row comes back with its (type, key), so RETURNING
-# needs no order (SQLite would insert them one statement each to give one).
+# Several entities in one statement, each back with its (type, key).
 _ENTITIES_INSERT = Prepared(
     lambda insert: (
         insert(_ENTITIES)

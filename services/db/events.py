@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from services.db.engine import advisory_lock
 from services.db.models import Event
-from services.db.upsert import core
+from services.db.upsert import core, ids_by_key
 
 # pg_advisory_xact_lock key serialising event writers ("newsevt" in ASCII).
 EVENTS_LOCK_KEY = 0x6E657773657674
@@ -44,9 +44,8 @@ def lock_events(session: Session) -> None:
 _EVENTS = cast(Table, Event.__table__)
 _EVENT_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
 _EVENTS_INSERT = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
-# Events of distinct articles: each row comes back with its article, so RETURNING needs no
-# order, and SQLite (which would insert row by row to give one) takes them in one statement.
-# Both databases number the rows of one multi-row INSERT in the order they are listed.
+# Events of distinct articles, each back with its article (upsert.ids_by_key). Both
+# databases number the rows of one multi-row INSERT in the order they are listed.
 _ARTICLE_EVENTS_INSERT = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.article_id)
 
 
@@ -83,11 +82,11 @@ def add_events(
         for article_id, feed_id, payload in rows
     ]  # fmt: skip
     conn = core(session)
-    articles = [article_id for article_id, _, _ in rows]
-    if None in articles or len(set(articles)) < len(articles):
+    articles = [article_id for article_id, _, _ in rows if article_id is not None]
+    if len(set(articles)) < len(rows):  # an event without an article, or two of one
         return [int(i) for i in conn.execute(_EVENTS_INSERT, params).scalars()]
-    ids = {int(a): int(i) for i, a in conn.execute(_ARTICLE_EVENTS_INSERT, params)}
-    return [ids[a] for a in articles if a is not None]
+    ids = ids_by_key(conn, _ARTICLE_EVENTS_INSERT, params)
+    return [ids[a] for a in articles]
 
 
 def _record(row: Event) -> EventRecord:

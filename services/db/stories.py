@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from services.core.errors import NotFound
 from services.db.engine import advisory_lock
 from services.db.models import Article, Story
-from services.db.upsert import core
+from services.db.upsert import core, ids_by_key
 
 # pg_advisory_xact_lock key of the "find a duplicate, then insert" step ("newsdup" in ASCII).
 DEDUP_LOCK_KEY = 0x6E_65_77_73_64_75_70
@@ -76,10 +76,7 @@ _ARTICLES = cast(Table, Article.__table__)
 _STORIES = cast(Table, Story.__table__)
 
 
-_STORY_INSERT = insert(_STORIES).returning(_STORIES.c.id)
-# Several stories in one statement: each row comes back with its first article, which is
-# unique among them, so no ordering of RETURNING rows is needed (SQLite has none to offer
-# for its rowids, and would insert row by row if asked for one).
+# Stories in one statement, each back with its first article (upsert.ids_by_key).
 _STORIES_INSERT = insert(_STORIES).returning(_STORIES.c.id, _STORIES.c.first_article_id)
 _SET_STORY = (
     update(_ARTICLES)
@@ -96,16 +93,7 @@ _STORY_GROWS = (
 
 def start_story(session: Session, *, article_id: int, now: datetime) -> int:
     """A new story whose first member is ``article_id``."""
-    conn = core(session)
-    story_id = int(
-        conn.execute(
-            _STORY_INSERT,
-            {"article_count": 1, "first_article_id": article_id, "created_at": now,
-             "updated_at": now},
-        ).scalar_one()
-    )  # fmt: skip
-    conn.execute(_SET_STORY, {"article": article_id, "story": story_id, "now": now})
-    return story_id
+    return start_stories(session, [article_id], now=now)[0]
 
 
 def start_stories(session: Session, article_ids: Sequence[int], *, now: datetime) -> list[int]:
@@ -118,7 +106,7 @@ def start_stories(session: Session, article_ids: Sequence[int], *, now: datetime
         {"article_count": 1, "first_article_id": a, "created_at": now, "updated_at": now}
         for a in article_ids
     ]
-    story_of = {int(a): int(i) for i, a in conn.execute(_STORIES_INSERT, rows)}
+    story_of = ids_by_key(conn, _STORIES_INSERT, rows)
     story_ids = [story_of[a] for a in article_ids]
     conn.execute(
         _SET_STORY,

@@ -46,6 +46,20 @@ def insert_ignore(
     return None
 
 
+def ids_by_key(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) -> dict[Any, int]:
+    """Run a multi-row ``INSERT ... RETURNING id, <key>`` and map each key to its new id
+    (a key of several columns as a tuple); a row ``ON CONFLICT DO NOTHING`` skipped is absent.
+
+    The key, unique among ``rows``, ties each id to its row, so RETURNING needs no order.
+    Asked for one (``sort_by_parameter_order``), SQLAlchemy inserts row by row on SQLite,
+    which cannot tie new rowids to parameter sets: one statement per row instead of one.
+    """
+    return {
+        (row[1] if len(row) == 2 else tuple(row[1:])): int(row[0])
+        for row in conn.execute(stmt, rows)
+    }
+
+
 def core(session: Session) -> Connection:
     """The session's connection (its transaction), for Core statements on hot paths."""
     return session.connection()
