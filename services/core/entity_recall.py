@@ -50,6 +50,13 @@ class KnownName:
 
 
 @dataclass(frozen=True)
+class CommonWords:
+    """Common words already case-folded (see :attr:`NameIndex.folded_common_words`)."""
+
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
 class _Entry:
     tokens: tuple[str, ...]
     label: str
@@ -61,8 +68,15 @@ class _Entry:
 class NameIndex:
     """Known names by their first token, longest first, ready for :func:`with_known`."""
 
-    def __init__(self, names: Iterable[KnownName], common_words: Iterable[str]) -> None:
-        self.common_words = frozenset(w.casefold() for w in common_words)
+    def __init__(
+        self, names: Iterable[KnownName], common_words: Iterable[str] | CommonWords
+    ) -> None:
+        # Another index's words are folded already: an article's own index reuses them.
+        self.common_words = (
+            common_words.words
+            if isinstance(common_words, CommonWords)
+            else frozenset(w.casefold() for w in common_words)
+        )
         types: defaultdict[tuple[str, ...], set[str]] = defaultdict(set)
         for known in names:
             label = TYPE_LABELS.get(known.type)
@@ -76,6 +90,19 @@ class NameIndex:
         for bucket in entries.values():
             bucket.sort(key=lambda e: -len(e.tokens))
         self._entries = dict(entries)
+        firsts = {e.tokens[0] for bucket in entries.values() for e in bucket}
+        self._firsts = frozenset(firsts | {t.upper() for t in firsts})
+
+    @property
+    def folded_common_words(self) -> CommonWords:
+        """This index's common words, to build another index without folding them again."""
+        return CommonWords(self.common_words)
+
+    @property
+    def firsts(self) -> frozenset[str]:
+        """The tokens a match of an indexed name can begin with (as written, or upper-cased
+        for all-caps lines)."""
+        return self._firsts
 
     def __len__(self) -> int:
         return sum(len(bucket) for bucket in self._entries.values())
@@ -121,12 +148,13 @@ def with_known(
     the model tagged in this text's prose lines are tried before them.
     """
     mentions = cut_at_breaks(mentions)
-    headlines = _headline_lines(text)
+    caps = _caps_lines(text)
+    headlines = _headline_lines(text, caps)
     weak = {m for m in mentions if _inside(headlines, m.start)}
     strong = [m for m in mentions if m not in weak]
-    common = knowledge[0].common_words if knowledge else frozenset[str]()
+    common = knowledge[0].folded_common_words if knowledge else CommonWords(frozenset())
     here = NameIndex(article_names(strong), common)
-    found = recall(text, strong, weak, [here, *knowledge], _caps_lines(text))
+    found = recall(text, strong, weak, [here, *knowledge], caps)
     found = [f for f in found if not any(_fuller_name(w, f) for w in weak)]
     found_spans = [(f.start, f.end) for f in found]
     kept = [m for m in mentions if not (m in weak and _overlaps(found_spans, m.start, m.end))]
@@ -166,39 +194,54 @@ def recall(
     weak span covers exactly it: the model found that one already.
     """
     tokens: list[Token] = [(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+    words = [t[0] for t in tokens]
     taken = sorted((m.start, m.end) for m in strong)
     same = {(m.start, m.end) for m in weak}
     lowered = {w for w in _WORD_RE.findall(text) if w.islower()}
+    # Only a token that can begin some known name can start a match: most tokens of an
+    # article begin none, and are passed over without a lookup in every index.
+    distinct = set(words)
+    starts = set().union(*(index.firsts & distinct for index in indexes))
     found: list[RawMention] = []
-    i = 0
-    while i < len(tokens):
-        match = _match_at(tokens, i, indexes, lowered, _inside(caps_lines, tokens[i][1]))
+    resume = 0  # tokens before this one are inside a name already found
+    for i, word in enumerate(words):
+        if i < resume or word not in starts:
+            continue
+        offset = tokens[i][1]
+        match = _match_at(tokens, words, i, indexes, lowered, _inside(caps_lines, offset))
         if match is None:
-            i += 1
             continue
         length, label = match
-        start, end = tokens[i][1], tokens[i + length - 1][2]
+        start, end = offset, tokens[i + length - 1][2]
         if _overlaps(taken, start, end) or (start, end) in same:
-            i += 1
             continue
         found.append(RawMention(text[start:end], label, start, end))
-        i += length
+        resume = i + length
     return found
 
 
 def _match_at(
-    tokens: list[Token], i: int, indexes: Sequence[NameIndex], lowered: set[str], in_caps: bool
+    tokens: list[Token],
+    words: list[str],
+    i: int,
+    indexes: Sequence[NameIndex],
+    lowered: set[str],
+    in_caps: bool,
 ) -> tuple[int, str] | None:
-    """The longest known name starting at token ``i``: (token count, label)."""
+    """The longest known name starting at token ``i`` (``words``: the tokens' text):
+    (token count, label)."""
     if i > 1 and tokens[i - 1][0] in _APOSTROPHES and _glued(tokens, i - 2, i):
         return None  # "Brien" in "O'Brien" is no name of its own
     best: tuple[int, str] | None = None
+    first = tokens[i][0]
     for index in indexes:
-        for entry in index.candidates(tokens[i][0]):
+        for entry in index.candidates(first):
             n = len(entry.tokens)
             if best is not None and n <= best[0]:
                 break  # entries are longest first
-            got = tuple(t[0] for t in tokens[i : i + n])
+            if first != entry.tokens[0] and not (in_caps and first == entry.tokens[0].upper()):
+                continue  # cheaper than comparing every token (see _same)
+            got = tuple(words[i : i + n])
             if len(got) < n or not _same(got, entry, in_caps):
                 continue
             if entry.single_word and not entry.acronym and got[0].casefold() in lowered:
@@ -240,9 +283,10 @@ def _caps_lines(text: str) -> list[Span]:
     ]
 
 
-def _headline_lines(text: str) -> list[Span]:
-    """All-caps lines and headline-case lines ("Trump Says U.S. Will Leave the W.H.O.")."""
-    spans = _caps_lines(text)
+def _headline_lines(text: str, caps_lines: Sequence[Span]) -> list[Span]:
+    """All-caps lines (``caps_lines``, from :func:`_caps_lines`) and headline-case lines
+    ("Trump Says U.S. Will Leave the W.H.O.")."""
+    spans = list(caps_lines)
     for pos, line in _lines(text):
         words = re.findall(r"[^\W\d_][\w’'-]*", line)
         long = [w for w in words if len(w) >= HEADLINE_WORD_LETTERS]

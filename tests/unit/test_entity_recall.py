@@ -156,3 +156,39 @@ def test_recalled_spans_are_in_bounds_and_disjoint(text: str) -> None:
     out = with_known(text, [], [KNOWN, COUNTRIES])
     assert all(text[m.start : m.end] == m.text for m in out)
     assert all(a.end <= b.start for a, b in itertools.pairwise(out))
+
+
+SHARED_FIRST = NameIndex(
+    [
+        KnownName("United Nations", "organization"),
+        KnownName("United Nations Security Council", "organization"),
+        KnownName("United Auto Workers", "organization"),
+        KnownName("al-Shabab", "organization"),
+    ],
+    COMMON,
+)
+
+
+def test_the_longest_of_names_sharing_a_first_token_wins() -> None:
+    text = "The United Nations Security Council met. United Auto Workers struck. The United Nations"
+    assert [(m.text, m.label) for m in with_known(text, [], [SHARED_FIRST])] == [
+        ("United Nations Security Council", "ORG"),
+        ("United Auto Workers", "ORG"),
+        ("United Nations", "ORG"),
+    ]
+
+
+def test_a_name_starting_in_lower_case_is_recalled_as_written_and_in_capitals() -> None:
+    text = "AL-SHABAB CLAIMS ATTACK\n\nOfficials blamed al-Shabab. Al-Shabab denied it."
+    found = [(m.text, m.start) for m in with_known(text, [], [SHARED_FIRST])]
+    # Capitalised at a sentence start, it is not the name as known (matching is exact).
+    assert found == [("AL-SHABAB", 0), ("al-Shabab", text.index("al-Shabab"))]
+
+
+def test_an_article_index_shares_the_folded_common_words() -> None:
+    """with_known builds each article's own index from the first index's common words,
+    already folded: "Will" tagged once is still a common word and is not spread."""
+    text = "Will Smith arrived. Will it rain? Ask Will."
+    model = [RawMention("Will", "PERSON", text.rindex("Will"), text.rindex("Will") + 4)]
+    assert [m.text for m in with_known(text, model, [KNOWN])] == ["Will"]
+    assert KNOWN.folded_common_words.words == KNOWN.common_words
