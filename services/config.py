@@ -189,7 +189,7 @@ class Settings:
     queue_high_water: int = 10_000
     sweep_interval: float = 600.0
     worker_max_rss_mb: int = 1024
-    worker_batch: int = 16
+    worker_batch: int = 32
     webhook_queue: str = "newsdesk-webhooks"
     webhook_workers: int = 4
     webhook_timeout: float = 15.0
@@ -263,7 +263,7 @@ class Settings:
             queue_high_water=_int(env, "NEWSDESK_QUEUE_HIGH_WATER", 10_000, minimum=1),
             sweep_interval=_float(env, "NEWSDESK_SWEEP_INTERVAL", 600.0, minimum=1.0),
             worker_max_rss_mb=_int(env, "NEWSDESK_WORKER_MAX_RSS_MB", 1024, minimum=64),
-            worker_batch=_int(env, "NEWSDESK_WORKER_BATCH", 16, minimum=1),
+            worker_batch=_int(env, "NEWSDESK_WORKER_BATCH", 32, minimum=1),
             webhook_queue=env.get("NEWSDESK_WEBHOOK_QUEUE", "").strip() or "newsdesk-webhooks",
             webhook_workers=_int(env, "NEWSDESK_WEBHOOK_WORKERS", 4, minimum=1),
             webhook_timeout=_float(env, "NEWSDESK_WEBHOOK_TIMEOUT", 15.0, minimum=0.1),

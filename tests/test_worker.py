@@ -714,7 +714,7 @@ def _registered(settings: Settings, count: int, *, busy: int = 0) -> list[Any]:
 @pytest.mark.parametrize(
     ("workers", "busy", "waiting", "taken"),
     [
-        (1, 0, 40, 15),  # a backlog: a full batch (the job in hand and 15 more)
+        (1, 0, 40, 31),  # a backlog: a full batch (the job in hand and 31 more)
         (1, 0, 4, 3),  # a burst smaller than a batch: all of it
         (2, 0, 10, 5),  # two idle processes: half of the 9 left each, rounded up
         (3, 0, 10, 3),
@@ -725,7 +725,7 @@ def _registered(settings: Settings, count: int, *, busy: int = 0) -> list[Any]:
 def test_a_process_takes_its_share_of_the_waiting_jobs(
     settings: Settings, db: Any, workers: int, busy: int, waiting: int, taken: int
 ) -> None:
-    assert settings.worker_batch == 16
+    assert settings.worker_batch == 32
     _waiting(settings, db, waiting)
     worker = _registered(settings, workers, busy=busy)[-1]  # idle itself, as when it dequeues
     queue = worker.queues[0]
