@@ -22,10 +22,11 @@ Measured in one run, on the same inputs:
 - baseline: a loop in this process doing only ``extract()`` and the same spaCy NER
   (``workers.nlp.load_model()`` + ``Recogniser``) on the same payloads, once with one text
   per NER call and once batched as the worker batches (``NEWSDESK_WORKER_BATCH`` texts per
-  ``nlp.pipe`` call: the like-for-like loop). ``Recogniser`` also recalls known names the
-  model missed (the country names and the text's own names; the worker's also knows the
-  stored ones), a step of newsdesk's own: the loops do it too, as it is part of recognising
-  entities, and it costs about 0.4 ms per article.
+  ``recognise_many`` call, piped as the worker pipes them: the like-for-like loop).
+  ``Recogniser`` also recalls known names the model missed (the country names and the
+  text's own names; the worker's also knows the stored ones), a step of newsdesk's own: the
+  loops do it too, as it is part of recognising entities, and it costs about 0.4 ms per
+  article.
 
 The loops run under the worker's process settings (``services.procs``: the allocator keeps
 freed memory, the collector spares objects built at start), so the ratio compares the work
@@ -178,7 +179,7 @@ class Loop:
 
     def run(self, items: list[dict[str, Any]], *, batch: int) -> tuple[float, float]:
         """(seconds, CPU seconds) for ``items``; with ``batch`` > 1 the texts go through NER
-        ``batch`` at a time (``recognise_many``: one ``nlp.pipe`` call), as a worker batches."""
+        ``batch`` at a time (``recognise_many``, as a worker batches and pipes them)."""
         started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
@@ -468,7 +469,7 @@ def main() -> None:
             print(f"    worker CPU by batch phase, ms/article: {shares}")  # fmt: skip
         for name, loop in tallies.items():
             batch = int(name.removeprefix("loop"))
-            how = "one text per NER call" if batch == 1 else f"{batch} texts per nlp.pipe call"
+            how = "one text per NER call" if batch == 1 else f"batches of {batch} texts"
             print(f"  loop, extract + NER ({how}): {count / loop.seconds:6.1f} articles/s  "
                   f"{loop.cpu * 1000 / count:5.1f} ms CPU/article")  # fmt: skip
             print(f"    ratio worker / loop: {loop.seconds / worker.seconds:6.1%} by rate, "

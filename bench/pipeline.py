@@ -586,7 +586,7 @@ def report(
 
     batch = Settings.from_env(dict(os.environ)).worker_batch
     top = ceiling(payloads, args.workers, batch)
-    print(f"  ceiling: extract + NER ({batch} texts per nlp.pipe call, as the workers) in "
+    print(f"  ceiling: extract + NER (batches of {batch} texts, as the workers) in "
           f"{args.workers} processes on the same {len(payloads)} distinct articles: "
           f"{top:.1f} articles/s")  # fmt: skip
     if stored_rate:

@@ -10,7 +10,7 @@ import pytest
 from services.core.entities import ArticleEntity, canonicalise, entity_key
 from services.core.errors import ExtractError
 from services.core.plaintext import parse_plaintext
-from workers.nlp import Recogniser, load_model
+from workers.nlp import PIPE_BATCH_SIZE, Recogniser, load_model, pipe_groups
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -80,6 +80,24 @@ def test_identity_unique_and_sorted(entities: list[ArticleEntity]) -> None:
 def test_recognise_many_matches_recognise(recogniser: Recogniser) -> None:
     texts = ["Antony Blinken visited Egypt.", "", "Hamas runs Gaza."]
     assert recogniser.recognise_many(texts) == [recogniser.recognise(t) for t in texts]
+
+
+def test_texts_are_piped_in_groups_bounded_by_characters_and_count() -> None:
+    texts = ["a" * 40, "b" * 40, "c" * 30, "d" * 200, "e" * 10, *["f"] * (PIPE_BATCH_SIZE + 1)]
+    groups = pipe_groups(texts, 100)
+    assert [t for g in groups for t in g] == texts  # every text once, in order
+    assert groups[:4] == [["a" * 40, "b" * 40], ["c" * 30], ["d" * 200], ["e" * 10, *["f"] * 31]]
+    assert groups[4:] == [["f", "f"]]
+    assert all(len(g) <= PIPE_BATCH_SIZE for g in groups)
+    assert all(sum(map(len, g)) <= 100 or len(g) == 1 for g in groups)
+
+
+def test_grouped_piping_finds_what_one_text_at_a_time_finds(nlp: Language) -> None:
+    seed = SEED.read_text(encoding="utf-8")
+    texts = [seed, "Antony Blinken visited Egypt.", seed[:2_000], "", "Hamas runs Gaza.", seed]
+    grouped = Recogniser(nlp, pipe_chars=len(seed) + 100)  # three calls, the last text alone
+    assert [len(g) for g in pipe_groups(texts, len(seed) + 100)] == [2, 3, 1]
+    assert grouped.recognise_many(texts) == [grouped.recognise(t) for t in texts]
 
 
 def test_huge_input_is_truncated(nlp: Language) -> None:

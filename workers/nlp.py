@@ -31,6 +31,12 @@ DEFAULT_MAX_CHARS = 100_000
 DEFAULT_REFRESH_SECONDS = 600.0
 DEFAULT_KNOWN_LIMIT = 20_000
 PIPE_BATCH_SIZE = 32
+# Characters of text given to one ``nlp.pipe`` call at most (a longer text goes alone). The
+# model holds its working arrays for all the texts of a call at once, and a long text costs
+# more per character: sixteen texts of 100,000 characters in one call added 2.4 GB to the
+# process, one at a time 310 MB (bench/ner_memory.py). Ordinary articles (3-10k characters)
+# still go 10-32 to a call. The cap is the longest text a worker reads (DEFAULT_MAX_CHARS).
+PIPE_MAX_CHARS = DEFAULT_MAX_CHARS
 # Components of the en_core_web_* pipelines. With the small model, `ner` carries its own
 # tok2vec, so the rest can go: measured ~2x faster than the full pipeline, same entities.
 _USUAL_COMPONENTS = (
@@ -97,6 +103,7 @@ class Recogniser:
         nlp: Language,
         *,
         max_chars: int = DEFAULT_MAX_CHARS,
+        pipe_chars: int = PIPE_MAX_CHARS,
         recall: bool = True,
         loader: Callable[[], Iterable[KnownName]] | None = None,
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
@@ -106,6 +113,7 @@ class Recogniser:
             raise ValueError("max_chars must be positive")
         self._nlp = nlp
         self._max_chars = max_chars
+        self._pipe_chars = pipe_chars
         self._recall = recall
         self._loader = loader
         self._refresh_seconds = refresh_seconds
@@ -134,11 +142,17 @@ class Recogniser:
         return self._with_recall(text, _mentions(self._nlp(text)))
 
     def recognise_many(self, texts: Iterable[str]) -> list[list[RawMention]]:
-        """Mentions for each text, in order, batched through ``nlp.pipe``."""
+        """Mentions for each text, in order, batched through ``nlp.pipe``: consecutive texts
+        go together up to ``PIPE_BATCH_SIZE`` texts and ``pipe_chars`` characters, which
+        bounds the model's memory when long texts come together."""
         self._refresh_if_due()
-        cut = [self._truncate(t) for t in texts]
-        docs = self._nlp.pipe(cut, batch_size=PIPE_BATCH_SIZE)
-        return [self._with_recall(t, _mentions(doc)) for t, doc in zip(cut, docs, strict=True)]
+        found: list[list[RawMention]] = []
+        for group in pipe_groups([self._truncate(t) for t in texts], self._pipe_chars):
+            docs = self._nlp.pipe(group, batch_size=PIPE_BATCH_SIZE)
+            found.extend(
+                self._with_recall(t, _mentions(doc)) for t, doc in zip(group, docs, strict=True)
+            )
+        return found
 
     def _with_recall(self, text: str, found: list[RawMention]) -> list[RawMention]:
         if not self._recall:
@@ -166,6 +180,20 @@ class Recogniser:
             return text
         cut = text.rfind(" ", self._max_chars - 200, self._max_chars)
         return text[: cut if cut > 0 else self._max_chars]
+
+
+def pipe_groups(texts: list[str], max_chars: int) -> list[list[str]]:
+    """``texts`` cut, in order, into runs of at most ``PIPE_BATCH_SIZE`` texts and
+    ``max_chars`` characters; a text longer than ``max_chars`` is a run of its own."""
+    groups: list[list[str]] = []
+    size = 0
+    for text in texts:
+        if not groups or len(groups[-1]) >= PIPE_BATCH_SIZE or size + len(text) > max_chars:
+            groups.append([])
+            size = 0
+        groups[-1].append(text)
+        size += len(text)
+    return groups
 
 
 def known_names_loader(
