@@ -110,3 +110,9 @@ def test_missing_model_is_an_extract_error() -> None:
     with pytest.raises(ExtractError) as info:
         load_model("no_such_model_package_xyz")
     assert info.value.code == "model_missing"
+
+
+@pytest.mark.parametrize("limits", [{"max_chars": 0}, {"pipe_chars": 0}, {"pipe_chars": -5}])
+def test_limits_must_be_positive(nlp: Language, limits: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        Recogniser(nlp, **limits)

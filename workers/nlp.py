@@ -109,8 +109,8 @@ class Recogniser:
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_chars <= 0:
-            raise ValueError("max_chars must be positive")
+        if max_chars <= 0 or pipe_chars <= 0:
+            raise ValueError("max_chars and pipe_chars must be positive")
         self._nlp = nlp
         self._max_chars = max_chars
         self._pipe_chars = pipe_chars
