@@ -197,7 +197,9 @@ def recall(
     words = [t[0] for t in tokens]
     taken = sorted((m.start, m.end) for m in strong)
     same = {(m.start, m.end) for m in weak}
-    lowered = {w for w in _WORD_RE.findall(text) if w.islower()}
+    # The text's lower-case words, from its tokens: their word tokens are _WORD_RE's matches,
+    # and the punctuation tokens among them never begin a name.
+    lowered = {w for w in words if w.islower()}
     # Only a token that can begin some known name can start a match: most tokens of an
     # article begin none, and are passed over without a lookup in every index.
     distinct = set(words)
