@@ -21,7 +21,7 @@ settings (``services.procs``: the allocator keeps freed memory). Prints each pro
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +49,8 @@ def long_texts(count: int, chars: int) -> list[str]:
 
 def measure(count: int, chars: int, grouped: bool) -> float:
     """MB the batch adds to this process's peak RSS."""
+    from extract import peak_rss_mb
+
     from services.procs import keep_freed_memory, tune_gc
     from workers.nlp import Recogniser, load_model
 
@@ -57,9 +59,9 @@ def measure(count: int, chars: int, grouped: bool) -> float:
     recogniser = Recogniser(load_model(), **({} if grouped else {"pipe_chars": count * chars + 1}))
     recogniser.recognise_many([t[:3_000] for t in texts[:4]])  # warm up
     tune_gc()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb(os.getpid())
     recogniser.recognise_many(texts)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return peak_rss_mb(os.getpid()) - before
 
 
 def main() -> None:
