@@ -17,6 +17,7 @@ from rq.utils import as_text
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from services.config import Settings
+from services.redis_packer import command_packer
 
 log = logging.getLogger("newsdesk.worker")
 
@@ -33,8 +34,12 @@ RESULT_TTL = 60
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A client for ``settings.redis_url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
+    """A client for ``settings.redis_url`` (``redis://``, ``rediss://`` or ``unix://``), packing
+    commands in C (``services.redis_packer``)."""
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=30, health_check_interval=30,
+        command_packer=command_packer(),
+    )  # fmt: skip
 
 
 def extract_queue(settings: Settings, connection: redis.Redis) -> Queue:
