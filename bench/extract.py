@@ -269,12 +269,13 @@ def measure(
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not Worker.all(queue=queue):
+        while not (workers := Worker.all(queue=queue)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not start; see {log_path}")
             time.sleep(0.05)
+        counters = Counters(queue, [w.key for w in workers])
         stage(queue, warmup)
-        _run(queue, done_before=0, count=len(warmup))
+        counters.run(done_before=0, count=len(warmup))
         for batch in batches:
             loop.run(warmup, batch=batch)
         tallies = {"worker": Tally(), **{f"loop{b}": Tally() for b in batches}}
@@ -287,7 +288,7 @@ def measure(
             stage(queue, part)
             backends = backends_cpu(engine, worker_backends)
             began, cpu = time.perf_counter(), cpu_seconds(proc.pid)
-            _run(queue, done_before=done, count=len(part))
+            counters.run(done_before=done, count=len(part))
             tallies["worker"].add(time.perf_counter() - began, cpu_seconds(proc.pid) - cpu)
             after = backends_cpu(engine, worker_backends)
             if database_cpu is not None and backends is not None and after is not None:
@@ -351,20 +352,34 @@ def release(queue: Queue) -> int:
     return int(queue.connection.eval(_RELEASE, len(keys), *keys))
 
 
-def _run(queue: Queue, *, done_before: int, count: int) -> None:
-    if release(queue) != count:
-        raise SystemExit(f"expected {count} staged jobs")
-    target = done_before + count
-    while _ended(queue) < target:
-        time.sleep(0.01)
-    if queue.failed_job_registry.count:
-        raise SystemExit(f"{queue.failed_job_registry.count} jobs failed")
+class Counters:
+    """Jobs the bench's worker process has ended, by its own counters in Redis (the
+    finished-job registry forgets a job after its result TTL, 60 s, sooner than a long run
+    takes), read with one small command: the wait polls them every 10 ms while the worker is
+    measured, and rq's ``Worker.all`` (0.6 ms of CPU a call, and the Redis server's work for
+    it) would load the machine the worker runs on, which the loops do not share."""
 
+    FIELDS = ("successful_job_count", "failed_job_count")
 
-def _ended(queue: Queue) -> int:
-    """Jobs the bench's worker has ended, by its own counters: the finished-job registry
-    forgets a job after its result TTL (60 s), sooner than a long run takes."""
-    return sum(w.successful_job_count + w.failed_job_count for w in Worker.all(queue=queue))
+    def __init__(self, queue: Queue, worker_keys: list[str]) -> None:
+        self.queue = queue
+        self.keys = worker_keys
+
+    def ended(self) -> int:
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for key in self.keys:
+                pipe.hmget(key, *self.FIELDS)
+            return sum(int(v) for values in pipe.execute() for v in values if v is not None)
+
+    def run(self, *, done_before: int, count: int) -> None:
+        """Release the staged round and wait until the worker has ended all of it."""
+        if release(self.queue) != count:
+            raise SystemExit(f"expected {count} staged jobs")
+        target = done_before + count
+        while self.ended() < target:
+            time.sleep(0.01)
+        if self.queue.failed_job_registry.count:
+            raise SystemExit(f"{self.queue.failed_job_registry.count} jobs failed")
 
 
 # -- setup ------------------------------------------------------------------------------------
