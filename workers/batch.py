@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -188,24 +189,27 @@ def _runs(items: list[tuple[ItemRef, Ready]]) -> list[list[tuple[ItemRef, Ready]
     runs: list[list[tuple[ItemRef, Ready]]] = []
     urls: set[str] = set()
     hashes: set[str] = set()
-    sketches: list[tuple[int, ...]] = []
+    # (band, value) -> the positions in the run of the items whose sketch has it: an item's
+    # shared bands with each earlier one are counted in one pass over its own bands.
+    owners: dict[tuple[int, int], list[int]] = {}
     for ref, ready in items:
         extracted, sketch = ready.extracted, ready.sketch
         meets = extracted.content_hash in hashes or bool(urls.intersection(extracted.urls))
         if not meets and sketch is not None:
-            meets = any(
-                sum(a == b for a, b in zip(sketch.bands, theirs, strict=True))
-                >= bands.MIN_BAND_HITS
-                for theirs in sketches
+            shared = Counter(
+                owner for band in enumerate(sketch.bands) for owner in owners.get(band, ())
             )
+            meets = any(n >= bands.MIN_BAND_HITS for n in shared.values())
         if meets or not runs:
             runs.append([])
-            urls, hashes, sketches = set(), set(), []
+            urls, hashes, owners = set(), set(), {}
+        position = len(runs[-1])
         runs[-1].append((ref, ready))
         urls.update(extracted.urls)
         hashes.add(extracted.content_hash)
         if sketch is not None:
-            sketches.append(sketch.bands)
+            for band in enumerate(sketch.bands):
+                owners.setdefault(band, []).append(position)
     return runs
 
 
