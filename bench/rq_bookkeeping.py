@@ -23,6 +23,8 @@ from pathlib import Path
 
 import redis
 from rq import Queue
+from rq.job import Job
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 
@@ -80,7 +82,7 @@ class Side:
         self.worker.register_death()
         with self.connection.pipeline(transaction=False) as pipe:
             for job_id in self.ids:
-                pipe.delete(f"rq:job:{job_id}", f"rq:results:{job_id}")
+                pipe.delete(Job.key_for(job_id), Result.get_key(job_id))
             pipe.delete(self.worker.key)
             pipe.execute()
         self.queue.delete(delete_jobs=False)
