@@ -176,18 +176,26 @@ class Loop:
         from workers.nlp import Recogniser, load_model
 
         self.recogniser = Recogniser(load_model())
+        # CPU seconds spent extracting and in NER, by batch size: the same phases as the
+        # worker's own ``extract`` and ``ner`` figures.
+        self.phases: dict[int, dict[str, float]] = {}
 
     def run(self, items: list[dict[str, Any]], *, batch: int) -> tuple[float, float]:
         """(seconds, CPU seconds) for ``items``; with ``batch`` > 1 the texts go through NER
         ``batch`` at a time (``recognise_many``, as a worker batches and pipes them)."""
+        phases = self.phases.setdefault(batch, {"extract": 0.0, "ner": 0.0})
         started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
+            began = time.process_time()
             texts = [extract(ItemPayload.from_dict(p)).analysed_text for p in chunk]
+            extracted = time.process_time()
             if batch == 1:
                 self.recogniser.recognise(texts[0])
             else:
                 self.recogniser.recognise_many(texts)
+            phases["extract"] += extracted - began
+            phases["ner"] += time.process_time() - extracted
         return time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -250,12 +258,15 @@ def batch_phases(connection: redis.Redis) -> dict[str, float]:
 def measure(
     settings: Settings, env: dict[str, str], payloads: list[dict[str, Any]],
     warmup: list[dict[str, Any]], log_path: Path, *, chunk: int, engine: Engine,
-) -> tuple[dict[str, Tally], float, float | None, dict[str, float]]:  # fmt: skip
+) -> tuple[
+    dict[str, Tally], float, float | None, dict[str, float], dict[int, dict[str, float]]
+]:  # fmt: skip
     """Time and CPU of one `newsdesk worker --workers 1` process and of the loops, chunk by
     chunk on the same payloads (worker, then each loop, then the next chunk: all of them see
     the same machine), the worker's peak RSS in MB, the CPU seconds the PostgreSQL
     backends of the worker's connections spent meanwhile (None when not measurable), and
-    the worker's CPU seconds by batch phase (its own metrics)."""
+    the worker's CPU seconds by batch phase (its own metrics), and the loops' CPU seconds by
+    phase (extraction, NER) by batch size."""
     connection = redis.Redis.from_url(settings.redis_url)
     queue = extract_queue(settings, connection)
     keep_freed_memory()  # as the worker process does (workers.runner.work)
@@ -278,6 +289,7 @@ def measure(
         counters.run(done_before=0, count=len(warmup))
         for batch in batches:
             loop.run(warmup, batch=batch)
+        loop.phases.clear()  # the warm-up's are not measured
         tallies = {"worker": Tally(), **{f"loop{b}": Tally() for b in batches}}
         phases_before = batch_phases(connection)  # the warm-up's batches are flushed by now
         worker_backends = application_name("worker")
@@ -301,7 +313,7 @@ def measure(
         phases = batch_phases(connection)
         for phase, seconds in phases_before.items():
             phases[phase] = phases.get(phase, 0.0) - seconds
-        return tallies, peak_rss_mb(proc.pid), database_cpu, phases
+        return tallies, peak_rss_mb(proc.pid), database_cpu, phases, loop.phases
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -454,7 +466,7 @@ def main() -> None:
               f"{len(payloads) - pages} plain-text files) cpus={os.cpu_count()}")  # fmt: skip
 
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        tallies, rss, database_cpu, phases = measure(
+        tallies, rss, database_cpu, phases, loop_phases = measure(
             settings, child_env, payloads, warmup, tmp / "worker.log", chunk=args.chunk,
             engine=engine,
         )  # fmt: skip
@@ -487,6 +499,10 @@ def main() -> None:
             how = "one text per NER call" if batch == 1 else f"batches of {batch} texts"
             print(f"  loop, extract + NER ({how}): {count / loop.seconds:6.1f} articles/s  "
                   f"{loop.cpu * 1000 / count:5.1f} ms CPU/article")  # fmt: skip
+            print("    loop CPU by phase, ms/article: " + ", ".join(
+                f"{phase} {seconds * 1000 / count:.2f}"
+                for phase, seconds in loop_phases[batch].items()
+            ))  # fmt: skip
             print(f"    ratio worker / loop: {loop.seconds / worker.seconds:6.1%} by rate, "
                   f"{loop.cpu / worker.cpu:6.1%} by CPU time   (target >= 85%)")  # fmt: skip
         print(f"  worker peak RSS (VmHWM): {rss:6.0f} MB   (target < 400 MB)")

@@ -98,3 +98,22 @@ def test_a_reset_empties_every_table(engine: Engine) -> None:
     after = module.register_feeds(engine)
     if engine.dialect.name == "postgresql":
         assert min(after) > max(before)
+
+
+def test_the_loop_splits_its_cpu_into_extraction_and_ner() -> None:
+    """The loops report the same two phases as the worker's own figures, and the phases are
+    the loop's CPU time, split: the comparison of each phase is like for like."""
+    module = bench()
+    loop = module.Loop()
+    texts = ["Joe Biden met Antony Blinken in Washington on Tuesday.\n", "Paris is in France.\n"]
+    items = [module.file_payload(1, f"loop-{n}", t * 40) for n, t in enumerate(texts * 2)]
+
+    seconds, cpu = loop.run(items, batch=2)
+
+    phases = loop.phases[2]
+    assert set(phases) == {"extract", "ner"}
+    assert phases["extract"] > 0 and phases["ner"] > 0
+    assert phases["extract"] + phases["ner"] <= cpu <= seconds * 2 + 0.05  # two cores at most
+    loop.run(items, batch=1)
+    assert set(loop.phases) == {1, 2}  # one tally per batch size
+    assert loop.phases[2] == phases  # the other batch size's run left it alone
