@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -69,9 +70,15 @@ _TITLE_PHRASE_RE = re.compile(
     + "|".join(re.escape(title) for title in _TITLES_LONGEST_FIRST if " " in title)
     + r")(?!\w))"
 )
-_TITLE_PREFIX_RES = tuple(
-    re.compile(rf"{re.escape(title)}(?:\s+|(?<=\.)(?=[A-Z]))", re.IGNORECASE)
-    for title in _TITLES_LONGEST_FIRST
+# A leading title and what separates it from the name (spaces, or none after a dot before a
+# capital: "Gen.Smith"), where a name remains after it; one pattern for every title, tried
+# longest first. The spaces are taken whole (possessive): a title followed by spaces alone is
+# no title of a name.
+_TITLE_PREFIX_RE = re.compile(
+    "(?:"
+    + "|".join(re.escape(title) for title in _TITLES_LONGEST_FIRST)
+    + r")(?:\s++|(?<=\.)(?=[A-Z]))(?!\Z)",
+    re.IGNORECASE,
 )
 # Defence in depth: photo credits ("Saul Loeb / Pool Photo") are not entities.
 _CREDIT_RE = re.compile(r"/|\bPhotos?\b|\bPhotograph\w*|\bGetty Images\b|\bvia (?:Getty|AP|AFP)\b")
@@ -120,6 +127,7 @@ class _Mention:
     untitled: str  # ``name`` without leading titles; used for other labels only if a person
 
 
+@functools.lru_cache(maxsize=1 << 14)  # names recur across articles; the key is pure
 def entity_key(name: str) -> str:
     """Normalised lookup key: NFKC, casefolded, straight quotes, no dots, single spaces.
 
@@ -213,14 +221,9 @@ def _tidy(surface: str) -> str:
 
 def _strip_titles(name: str) -> str:
     """Remove leading titles ("Former Secretary of State ...") while a name remains after them."""
-    while True:
-        for pattern in _TITLE_PREFIX_RES:
-            match = pattern.match(name)
-            if match is not None and match.end() < len(name):
-                name = name[match.end() :]
-                break
-        else:
-            return name
+    while (match := _TITLE_PREFIX_RE.match(name)) is not None:
+        name = name[match.end() :]
+    return name
 
 
 def _resolve(mentions: list[_Mention]) -> list[_Mention]:

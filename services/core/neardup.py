@@ -157,14 +157,31 @@ def signature(ids: Iterable[int]) -> tuple[int, ...]:
     return tuple(least.tolist())
 
 
+# A band's hashed bytes: its index (2 bytes), then each of its rows' values (5 bytes each),
+# all big-endian.
+_BAND_BYTES = 2 + 5 * ROWS
+_BAND_INDEXES = np.arange(BANDS, dtype=">u2").view(np.uint8).reshape(BANDS, 2)
+
+
 def bands(sig: Sequence[int]) -> tuple[int, ...]:
-    """One signed 64-bit value per band (fits a SQL BIGINT), the band index mixed in."""
-    out = []
-    for band in range(BANDS):
-        rows = sig[band * ROWS : (band + 1) * ROWS]
-        data = band.to_bytes(2, "big") + b"".join(v.to_bytes(5, "big") for v in rows)
-        out.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), signed=True))
-    return tuple(out)
+    """One signed 64-bit value per band (fits a SQL BIGINT), the band index mixed in.
+
+    Each band is the first 8 bytes of BLAKE2b over its bytes (see ``_BAND_BYTES``), read as a
+    signed big-endian integer. The values of ``sig`` are below 2**40 (a signature's are below
+    ``_PRIME``); all bands' bytes are laid out in one array, then hashed band by band.
+    """
+    if len(sig) != PERMUTATIONS or max(sig) >> 40:
+        raise ValueError(f"a signature is {PERMUTATIONS} values below 2**40")
+    values = np.asarray(sig, dtype=">u8").view(np.uint8).reshape(BANDS, ROWS, 8)
+    layout = np.empty((BANDS, _BAND_BYTES), dtype=np.uint8)
+    layout[:, :2] = _BAND_INDEXES
+    layout[:, 2:] = values[:, :, 3:].reshape(BANDS, 5 * ROWS)  # the low 5 bytes of each
+    data, blake2b = layout.tobytes(), hashlib.blake2b
+    digests = b"".join(
+        [blake2b(data[i : i + _BAND_BYTES], digest_size=8).digest()
+         for i in range(0, len(data), _BAND_BYTES)]
+    )  # fmt: skip
+    return tuple(np.frombuffer(digests, dtype=">i8").tolist())
 
 
 def sketch(text: str, normalised: str | None = None) -> Sketch | None:

@@ -12,6 +12,7 @@ from services.core.entities import (
     PERSON_TITLES,
     ArticleEntity,
     RawMention,
+    _strip_titles,
     canonicalise,
     entity_key,
 )
@@ -266,3 +267,64 @@ def test_canonicalise_never_fails(spans: list[tuple[int, int, str]], text: str) 
     assert len({(e.type, e.key) for e in entities}) == len(entities)
     assert sum(e.mentions for e in entities) <= len(raw)
     assert all(e.name and e.key for e in entities)
+
+
+def _strip_titles_one_pattern_at_a_time(name: str) -> str:
+    """The rule written out: try each title, longest first; take the first that leaves a name
+    (the spaces after it taken whole), and start again on what is left."""
+    patterns = [
+        re.compile(rf"{re.escape(title)}(?:\s+|(?<=\.)(?=[A-Z]))", re.IGNORECASE)
+        for title in sorted(PERSON_TITLES, key=len, reverse=True)
+    ]
+    while True:
+        for pattern in patterns:
+            match = pattern.match(name)
+            if match is not None and match.end() < len(name):
+                name = name[match.end() :]
+                break
+        else:
+            return name
+
+
+_title_pieces = st.sampled_from(PERSON_TITLES).flatmap(
+    lambda t: st.sampled_from([t, t.lower(), t.upper(), t.replace(".", "")])
+)
+_name_pieces = st.sampled_from(
+    ["Biden", "Blinken", "Antony J.", "Smith", "of", "State", "X", "gen.", "a", "Jr."]
+)
+
+
+@given(
+    st.lists(
+        st.one_of(_title_pieces, _name_pieces, st.text(alphabet="Ab. \t-", max_size=3)),
+        max_size=6,
+    ),
+    st.lists(st.sampled_from(["", " ", "  ", "\t", "."]), min_size=6, max_size=6),
+)
+def test_titles_are_stripped_as_by_each_title_in_turn(pieces: list[str], gaps: list[str]) -> None:
+    name = "".join(p + g for p, g in zip(pieces, gaps, strict=False))
+    assert _strip_titles(name) == _strip_titles_one_pattern_at_a_time(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "stripped"),
+    [
+        ("Former Secretary of State Antony J. Blinken", "Antony J. Blinken"),
+        ("Gen.Smith", "Smith"),  # no space after a dot before a capital
+        ("President  ", "President  "),  # a title and spaces alone are no name's title
+        ("President", "President"),
+        ("president biden", "biden"),
+        ("Mr. Mrs. Jones", "Jones"),
+        ("Secretary Generalissimo", "Generalissimo"),  # "Secretary General" needs a gap
+    ],
+)
+def test_titles_strip_table(name: str, stripped: str) -> None:
+    assert _strip_titles(name) == stripped
+
+
+def test_entity_keys_are_cached_and_equal_to_a_fresh_computation() -> None:
+    name = "U.S.  State  Department’s"
+    entity_key.cache_clear()
+    assert entity_key(name) == entity_key.__wrapped__(name) == "us state department's"
+    assert entity_key(name) == entity_key.__wrapped__(name)
+    assert entity_key.cache_info().hits == 1

@@ -83,6 +83,35 @@ def test_every_shingle_signature_value_and_band_is_pinned(
     assert (shingles, _digest(nd.signature(sketch.shingles)), _digest(sketch.bands)) == digests
 
 
+def _bands_band_by_band(sig: tuple[int, ...]) -> tuple[int, ...]:
+    """The band rule written out: BLAKE2b-64 of the band index (2 bytes) and its rows'
+    values (5 bytes each), big-endian, read as a signed integer."""
+    out = []
+    for band in range(nd.BANDS):
+        rows = sig[band * nd.ROWS : (band + 1) * nd.ROWS]
+        data = band.to_bytes(2, "big") + b"".join(v.to_bytes(5, "big") for v in rows)
+        out.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), signed=True))
+    return tuple(out)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 4_294_967_310), st.sampled_from([0, 255, 2**32, 2**40 - 1])),
+        min_size=nd.PERMUTATIONS,
+        max_size=nd.PERMUTATIONS,
+    )
+)
+def test_bands_are_each_bands_hash_as_written_out(sig: list[int]) -> None:
+    assert nd.bands(tuple(sig)) == _bands_band_by_band(tuple(sig))
+
+
+@pytest.mark.parametrize("sig", [(0,) * 127, (2**40,) * 128, (1,) * 129], ids=str)
+def test_bands_refuse_what_is_no_signature(sig: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="signature"):
+        nd.bands(sig)
+
+
 def test_the_sketch_of_an_extracted_article_is_the_sketch_of_its_text() -> None:
     """Extraction hands the sketch the body it normalised for the hash: the same sketch as
     from the text, for a page and for a plain-text file."""
