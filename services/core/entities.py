@@ -127,12 +127,21 @@ class _Mention:
     untitled: str  # ``name`` without leading titles; used for other labels only if a person
 
 
-@functools.lru_cache(maxsize=1 << 14)  # names recur across articles; the key is pure
+# Names recur from article to article, so keys are cached: at most this many, of names at
+# most this long (the API computes keys of what clients send: the cache stays a few MB).
+_KEY_CACHE_SIZE = 1 << 14
+_KEY_CACHE_MAX_CHARS = 200
+
+
 def entity_key(name: str) -> str:
     """Normalised lookup key: NFKC, casefolded, straight quotes, no dots, single spaces.
 
     ``(type, entity_key(name))`` identifies an entity in storage.
     """
+    return _cached_key(name) if len(name) <= _KEY_CACHE_MAX_CHARS else _key(name)
+
+
+def _key(name: str) -> str:
     key = name
     for _ in range(4):  # normalising can expose a new composition; stop at the fixed point
         step = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", key).casefold())
@@ -141,6 +150,9 @@ def entity_key(name: str) -> str:
             break
         key = step
     return key
+
+
+_cached_key = functools.lru_cache(maxsize=_KEY_CACHE_SIZE)(_key)
 
 
 def display_name(surface: str, label: str) -> str:

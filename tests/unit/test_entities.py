@@ -12,6 +12,8 @@ from services.core.entities import (
     PERSON_TITLES,
     ArticleEntity,
     RawMention,
+    _cached_key,
+    _key,
     _strip_titles,
     canonicalise,
     entity_key,
@@ -324,7 +326,15 @@ def test_titles_strip_table(name: str, stripped: str) -> None:
 
 def test_entity_keys_are_cached_and_equal_to_a_fresh_computation() -> None:
     name = "U.S.  State  Department’s"
-    entity_key.cache_clear()
-    assert entity_key(name) == entity_key.__wrapped__(name) == "us state department's"
-    assert entity_key(name) == entity_key.__wrapped__(name)
-    assert entity_key.cache_info().hits == 1
+    _cached_key.cache_clear()
+    assert entity_key(name) == _key(name) == "us state department's"
+    assert entity_key(name) == _key(name)
+    assert _cached_key.cache_info().hits == 1
+
+
+def test_long_names_are_keyed_without_filling_the_cache() -> None:
+    """Keys of what API clients send are computed too: a long one is not kept."""
+    _cached_key.cache_clear()
+    long_name = "Ministry of " + "Very " * 100 + "Long Names"
+    assert entity_key(long_name) == _key(long_name) == " ".join(long_name.lower().split())
+    assert _cached_key.cache_info().currsize == 0
