@@ -142,7 +142,7 @@ def refilled(scenario: Scenario, feeds: int) -> bool:
     """Whether the pollers have reconciled after a Redis loss and fetched all ``feeds`` in
     full since (each such fetch queues what has no sighting before it is logged)."""
     repaired = "reconcile.repaired redis_lost=True"
-    text = "\n".join(r.output() for r in scenario.cluster.roles if r.log.name.startswith("poller"))
+    text = "\n".join(r.output() for r in scenario.cluster.roles if r.name == "poller")
     if text.count(repaired) < 2:  # one at the pollers' start, one after the loss
         return False
     return text.rpartition(repaired)[2].count(" status=ok http=200 ") >= feeds
