@@ -485,7 +485,7 @@ def test_a_failing_batch_transaction_leaves_each_job_its_prepared_item(
 
     import workers.batch
 
-    def broken(ctx: Any, ready: Any) -> Any:
+    def broken(ctx: Any, ready: Any, looked_up: Any = None) -> Any:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
     monkeypatch.setattr(workers.batch, "_store_batch", broken)
@@ -499,6 +499,84 @@ def test_a_failing_batch_transaction_leaves_each_job_its_prepared_item(
     with db() as s:
         assert sorted(s.scalars(select(Article.title))) == ["Lima votes", "Oslo rail"]
     assert _job_results(settings)["c"]["status"] == "duplicate"
+
+
+class _WritesFirst:
+    """The real recogniser; before its first NER call, ``write`` runs (another writer)."""
+
+    def __init__(self, real: Any, write: Any) -> None:
+        self.real = real
+        self.write = write
+
+    def recognise(self, text: str) -> Any:
+        return self.real.recognise(text)
+
+    def recognise_many(self, texts: list[str]) -> Any:
+        write, self.write = self.write, None
+        if write is not None:
+            write()
+        return self.real.recognise_many(texts)
+
+
+@pytest.mark.parametrize("writer", ["another engine", "the batch's engine"])
+def test_a_copy_stored_after_the_batch_looked_up_its_items_makes_one_a_duplicate(
+    settings: Settings, db: Any, burst: Any, writer: str
+) -> None:
+    """An item decided new before the lock, whose copy another writer stored before the
+    batch took the lock (here: while the batch ran NER), is decided again under it."""
+    from services.core.extract import ItemPayload
+    from services.db.engine import make_engine, session_factory
+    from workers.batch import prepare
+    from workers.context import WorkerContext
+    from workers.pipeline import Outcome, ready_key
+
+    ctx = current()
+    fid = _feed(db)
+    oslo = "Ministers in Oslo agreed on Tuesday to expand the rail network across Norway."
+    lima = "Voters in Lima queued for hours on Sunday as Peru chose a new Congress."
+    mine = feed_payload(fid, "a", url="https://news.test/oslo", title="Oslo rail", summary=oslo)
+    theirs = feed_payload(fid, "z", url="https://wire.test/oslo", title="Oslo rail", summary=oslo)
+    other = feed_payload(fid, "b", url="https://news.test/lima", title="Lima votes", summary=lima)
+    engine = make_engine(settings.database_url) if writer == "another engine" else None
+    sessions = session_factory(engine) if engine is not None else ctx.sessions
+    elsewhere = WorkerContext(settings=settings, sessions=sessions, recogniser=ctx.recogniser)
+    stored: list[Outcome] = []
+    ctx.recogniser = _WritesFirst(ctx.recogniser, lambda: stored.append(process(elsewhere, theirs)))
+    try:
+        assert prepare(ctx, [mine, other]) == 2
+    finally:
+        if engine is not None:
+            engine.dispose()
+    (copied,) = stored
+    assert copied.status == "created"
+    outcome = ctx.prepared[ready_key(ItemPayload.from_dict(mine))]
+    assert (outcome.status, outcome.article_id) == ("duplicate", copied.article_id)
+    assert ctx.prepared[ready_key(ItemPayload.from_dict(other))].status == "created"
+    with db() as s:
+        assert sorted(s.scalars(select(Article.title))) == ["Lima votes", "Oslo rail"]
+        assert s.scalar(select(func.count()).select_from(Sighting)) == 3
+
+
+def test_a_batch_decides_once_where_storage_provably_did_not_change(
+    settings: Settings, db: Any, burst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the decisions taken before the lock stand when nothing was written since;
+    PostgreSQL cannot tell, and decides again under the lock."""
+    import workers.batch
+
+    decided: list[int] = []
+    real = workers.batch.decide_many
+
+    def counted(session: Any, items: Any) -> Any:
+        decided.append(len(items))
+        return real(session, items)
+
+    monkeypatch.setattr(workers.batch, "decide_many", counted)
+    new = _mixed_batch(db)[:2]  # two new articles, unrelated: one run
+    assert workers.batch.prepare(current(), new) == 2
+    sqlite = settings.database_url.startswith("sqlite")
+    assert decided == ([2] if sqlite else [2, 2])
+    assert sorted(o.status for o in current().prepared.values()) == ["created", "created"]
 
 
 class _Died(BaseException):

@@ -5,6 +5,8 @@ runs NER on those that are not copies in one ``nlp.pipe`` call (cheaper per text
 call per text), then decides and writes them in one transaction under the dedup lock, in job
 order, each exactly as its own job would: the sighting is read again inside, so an earlier
 item of the batch counts. Each job then returns its item's outcome (workers.pipeline.process).
+The first run (below) keeps the decisions taken before the lock when storage provably did
+not change since (SQLite: the same connection, no write by it or by any other since).
 
 Under the lock the items go in runs, cut before an item that meets an earlier one of its
 run (a shared URL or text, or enough near-duplicate bands to be compared): a run is decided
@@ -26,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +41,7 @@ from services.core.errors import ExtractError
 from services.core.extract import Extracted, ItemPayload, extract
 from services.db import articles, bands, sightings, stories
 from services.db.articles import ItemRef
-from services.db.engine import reading, transaction
+from services.db.engine import StorageMark, reading, storage_mark, transaction
 from services.metrics import Recorder
 from workers.context import WorkerContext
 from workers.pipeline import (
@@ -85,7 +88,7 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any], phases: Phases | None = Non
     fail to extract are left to their job, which handles and records them as usual.
     """
     phase = phases or Phases(ctx.metrics)
-    pending = _new_items(ctx, raws, phase)
+    pending, looked_up = _new_items(ctx, raws, phase)
     texts = [e.analysed_text for _, _, e, _, copy in pending if not copy]
     with phase("ner"):
         mentions = iter(_recognise_many(ctx, texts))
@@ -98,7 +101,7 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any], phases: Phases | None = Non
             ctx.prepared[ready_key(ref)] = ready[-1][1]
     try:
         with phase("store"):
-            ctx.prepared.update(_store_batch(ctx, ready))
+            ctx.prepared.update(_store_batch(ctx, ready, looked_up))
     except SQLAlchemyError:  # each job then stores its own prepared item, and reports errors
         log.warning("worker.batch_store_failed items=%d", len(ready), exc_info=True)
     return len(pending)
@@ -107,9 +110,21 @@ def prepare(ctx: WorkerContext, raws: Sequence[Any], phases: Phases | None = Non
 _Pending = tuple[ItemPayload, Any, Extracted, neardup.Sketch | None, bool]
 
 
-def _new_items(ctx: WorkerContext, raws: Sequence[Any], phase: Phases) -> list[_Pending]:
+@dataclass(frozen=True)
+class _LookedUp:
+    """The batch's items decided against storage before the lock, one decision per item,
+    and the mark of the storage they were decided against (None: cannot tell, PostgreSQL)."""
+
+    decisions: list[Decision]
+    mark: StorageMark | None
+
+
+def _new_items(
+    ctx: WorkerContext, raws: Sequence[Any], phase: Phases
+) -> tuple[list[_Pending], _LookedUp]:
     """The items of ``raws`` no stored sighting accounts for, extracted, each with whether it
-    looks like a copy (of a stored article, or of an earlier item of the batch)."""
+    looks like a copy (of a stored article, or of an earlier item of the batch), and how
+    each was decided against storage."""
     parsed: list[tuple[ItemPayload, Any]] = []
     for raw in raws:
         try:
@@ -136,17 +151,18 @@ def _new_items(ctx: WorkerContext, raws: Sequence[Any], phase: Phases) -> list[_
     texts = [t for _, _, t in extracted]
     with phase("lookups"), reading(ctx.sessions) as session:
         decisions = decide_many(session, list(zip(texts, sketches, strict=True)))
+        mark = storage_mark(session)  # in the same transaction: what they were decided on
     pending: list[_Pending] = []
     batch = _BatchCopies()
     for (item, raw, text), sketch, decision in zip(extracted, sketches, decisions, strict=True):
         # A copy of an item earlier in the batch skips NER too: that item is stored first.
         copy = batch.is_copy(text, sketch) or decision.article_id is not None
         pending.append((item, raw, text, sketch, copy))
-    return pending
+    return pending, _LookedUp(decisions, mark)
 
 
 def _store_batch(
-    ctx: WorkerContext, ready: list[tuple[ItemRef, Ready]]
+    ctx: WorkerContext, ready: list[tuple[ItemRef, Ready]], looked_up: _LookedUp | None = None
 ) -> dict[tuple[int, str, str], Outcome]:
     """Store the batch's ready items in one transaction, in order, as :func:`_store` would
     one by one; stops at the first item that needs more than that (left to its job).
@@ -155,6 +171,10 @@ def _store_batch(
     shared bands to be compared): the items of a run are decided together against storage,
     then written together; an item that meets one of its run starts the next, so it is
     decided once the earlier ones are stored, as it would be one by one.
+
+    ``looked_up``: the decisions taken before the lock on the same items, in order. Where
+    storage is provably as they saw it (the same :func:`storage_mark` under the lock), the
+    first run keeps them: deciding again would read the same rows and decide the same.
     """
     done: dict[tuple[int, str, str], Outcome] = {}
     if not ready:
@@ -172,8 +192,14 @@ def _store_batch(
             ):
                 break  # an earlier item of the batch, or another worker, took it: left to its job
             taken.append((ref, prepared))
-        for run in _runs(taken):
-            decisions = decide_many(session, [(r.extracted, r.sketch) for _, r in run])
+        mark = storage_mark(session) if looked_up is not None else None
+        unchanged = looked_up is not None and mark is not None and mark == looked_up.mark
+        for n, run in enumerate(_runs(taken)):
+            if n == 0 and unchanged:
+                assert looked_up is not None
+                decisions = looked_up.decisions[: len(run)]
+            else:
+                decisions = decide_many(session, [(r.extracted, r.sketch) for _, r in run])
             held = _Held()
             for (ref, prepared), decision in zip(run, decisions, strict=True):
                 if decision.article_id is None and prepared.found is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,15 @@ def make_engine(
             url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, future=True,
             connect_args={"application_name": application_name(role)} if named else {},
         )  # fmt: skip
+    options: dict[str, Any] = {}
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        # A pool of file connections hands out the most recently used first (last in, first
+        # out): consecutive units of work then run on one connection, with its page cache
+        # warm, and a mark taken in one (storage_mark) can be compared in the next. An
+        # in-memory database has one connection per thread anyway.
+        options["pool_use_lifo"] = True
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000}, **options)
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
     @event.listens_for(engine, "connect")
@@ -96,6 +103,33 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
         # Ended with a commit: a rollback would make psycopg drop the statements it prepared
         # in the transaction, so PostgreSQL would parse and plan them again next time.
         session.commit()
+
+
+@dataclass(frozen=True)
+class StorageMark:
+    """What one SQLite connection has seen of the database (see :func:`storage_mark`)."""
+
+    connection: Any  # the DB-API connection, compared by identity
+    data_version: int  # PRAGMA data_version: moves when another connection commits
+    own_changes: int  # rows this connection has written, committed or not
+
+
+def storage_mark(session: Session) -> StorageMark | None:
+    """A mark of the database as the session's open transaction sees it, on SQLite; None on
+    PostgreSQL, whose statements each take their own snapshot.
+
+    Two marks taken on the same connection are equal only if nothing was written in between:
+    ``PRAGMA data_version`` moves when any other connection (of any process) commits, and is
+    read as of the start of the transaction it runs in; the connection's own writes, which
+    it does not count, move ``total_changes``. Anything read in the first transaction then
+    reads the same in the second.
+    """
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        return None
+    dbapi: Any = conn.connection.dbapi_connection
+    version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
+    return StorageMark(dbapi, int(version), int(dbapi.total_changes))
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
