@@ -23,6 +23,7 @@ from services.queue import enqueue_extract, extract_queue, redis_client
 from tests.syndication import (
     LATIMES_MAY,
     Text,
+    capture,
     item,
     later,
     payload,
@@ -276,6 +277,54 @@ def test_grouping_is_the_same_when_items_come_in_batches(
         assert stored >= 1 and not ctx.prepared
         assert "error" not in outcomes
     assert_grouped(db)
+
+
+def overlapping(count: int) -> list[Text]:
+    """Articles of 6 paragraphs drawn from 24 real ones (the seed's 12 and 12 LA Times
+    items'): most pairs share a paragraph or two (a few near-duplicate bands, unrelated
+    texts), some share most of theirs (one story, or one article)."""
+    latimes = [t.paragraphs[0] for t in capture(LATIMES_MAY) if len(t.body.split()) >= 20]
+    pool = [*seed().paragraphs, *latimes[:12]]
+    rng = random.Random(7)
+    return [
+        Text(f"o{i}", f"Headline {i}", tuple(rng.sample(pool, 6)), f"https://o{i}.example/story")
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("batch", [8, 24])
+def test_texts_sharing_some_paragraphs_group_the_same_in_batches_as_one_by_one(
+    ctx: WorkerContext, db: Any, engine: Engine, batch: int
+) -> None:
+    """A batch writes together the items none of the earlier ones could be decided
+    differently for (unrelated texts sharing a few bands among them): the same articles and
+    stories as one by one."""
+    from tests.conftest import _clean_database
+    from workers.batch import prepare
+
+    texts = overlapping(40)
+    sketches = [neardup.sketch(t.body) for t in texts]
+    relations = {
+        neardup.similarity(a.shingles, b.shingles).relation
+        for i, a in enumerate(sketches) for b in sketches[:i]
+        if a is not None and b is not None
+        and sum(x == y for x, y in zip(a.bands, b.bands, strict=True)) >= 2
+    }  # fmt: skip
+    assert relations == set(neardup.Relation), "pairs of every kind share bands"
+    fid = _feed(db, "http://o.test/rss")
+    for text in texts:
+        process(ctx, payload(fid, text))
+    one_by_one = partition(db, Article.id), partition(db, Article.story_id)
+    assert len(one_by_one[0]) < len(texts) and len(one_by_one[1]) < len(one_by_one[0])
+    _clean_database(engine)
+    fid = _feed(db, "http://o.test/rss")
+    jobs = [payload(fid, text) for text in texts]
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        assert prepare(ctx, chunk) >= 1
+        assert [process(ctx, job).status for job in chunk].count("error") == 0
+        assert not ctx.prepared
+    assert (partition(db, Article.id), partition(db, Article.story_id)) == one_by_one
 
 
 def test_update_events_are_capped_per_day(ctx: WorkerContext, db: Any, clock: Clock) -> None:

@@ -5,14 +5,13 @@ runs NER on those that are not copies in one ``nlp.pipe`` call (cheaper per text
 call per text), then decides and writes them in one transaction under the dedup lock, in job
 order, each exactly as its own job would: the sighting is read again inside, so an earlier
 item of the batch counts. Each job then returns its item's outcome (workers.pipeline.process).
-The first run (below) keeps the decisions taken before the lock when storage provably did
-not change since (SQLite: the same connection, no write by it or by any other since).
-
-Under the lock the items go in runs, cut before an item that meets an earlier one of its
-run (a shared URL or text, or enough near-duplicate bands to be compared): a run is decided
-and written together (one statement for all its articles, one for their sightings, and so
-on), and an item that meets none of the earlier ones cannot be decided differently for
-their absence (see :func:`_store_batch`).
+Under the lock the items are decided together, then go in runs, cut before an item whose
+decision an earlier one of its run could change (a shared URL or text, or enough shared
+near-duplicate bands with a related text): a run is written together (one statement for all
+its articles, one for their sightings, and so on), and an item whose decision none of the
+earlier ones could change is decided the same for their absence (see :func:`_runs`). The
+decisions taken before the lock stand when storage provably did not change since (SQLite:
+the same connection, no write by it or by any other since).
 
 The transaction commits before rq records any of the jobs as finished: a crash in between
 leaves them started, and their retry finds the sightings stored. An item the batch cannot
@@ -167,14 +166,14 @@ def _store_batch(
     """Store the batch's ready items in one transaction, in order, as :func:`_store` would
     one by one; stops at the first item that needs more than that (left to its job).
 
-    The items go in runs in which none meets an earlier one (a shared URL or text, or enough
-    shared bands to be compared): the items of a run are decided together against storage,
-    then written together; an item that meets one of its run starts the next, so it is
-    decided once the earlier ones are stored, as it would be one by one.
+    The items are decided together against storage, then cut into runs (:func:`_runs`)
+    before each item whose decision an earlier one of its run could change: a run is
+    written together, and the items of each later run are decided again once the runs
+    before it are stored, as they would be one by one.
 
     ``looked_up``: the decisions taken before the lock on the same items, in order. Where
-    storage is provably as they saw it (the same :func:`storage_mark` under the lock), the
-    first run keeps them: deciding again would read the same rows and decide the same.
+    storage is provably as they saw it (the same :func:`storage_mark` under the lock), they
+    stand for the first decision: deciding again would read the same rows and decide the same.
     """
     done: dict[tuple[int, str, str], Outcome] = {}
     if not ready:
@@ -192,13 +191,17 @@ def _store_batch(
             ):
                 break  # an earlier item of the batch, or another worker, took it: left to its job
             taken.append((ref, prepared))
+        if not taken:
+            return done
         mark = storage_mark(session) if looked_up is not None else None
-        unchanged = looked_up is not None and mark is not None and mark == looked_up.mark
-        for n, run in enumerate(_runs(taken)):
-            if n == 0 and unchanged:
-                assert looked_up is not None
-                decisions = looked_up.decisions[: len(run)]
-            else:
+        if looked_up is not None and mark is not None and mark == looked_up.mark:
+            first = looked_up.decisions[: len(taken)]
+        else:
+            first = decide_many(session, [(r.extracted, r.sketch) for _, r in taken])
+        for n, run in enumerate(_runs(taken, [d.candidates for d in first])):
+            if n == 0:
+                decisions = first[: len(run)]
+            else:  # decided again, now that the runs before it are stored
                 decisions = decide_many(session, [(r.extracted, r.sketch) for _, r in run])
             held = _Held()
             for (ref, prepared), decision in zip(run, decisions, strict=True):
@@ -210,26 +213,44 @@ def _store_batch(
     return done
 
 
-def _runs(items: list[tuple[ItemRef, Ready]]) -> list[list[tuple[ItemRef, Ready]]]:
-    """``items`` cut, in order, before each item that meets an earlier one of its run."""
+def _runs(
+    items: list[tuple[ItemRef, Ready]], candidates: Sequence[int]
+) -> list[list[tuple[ItemRef, Ready]]]:
+    """``items`` cut, in order, before each item whose decision an earlier item of its run
+    could change, had that one been stored first. ``candidates``: for each item, how many
+    stored articles its decision verified as near-duplicate candidates.
+
+    An earlier item E changes the decision of an item X only if
+
+    - they share a URL or a text hash (X would be a copy of E), or
+    - they share enough bands for E to be a candidate of X (``bands.MIN_BAND_HITS``), and
+      either the two texts are related (at least STORY-similar: E could be X's match) or
+      X's candidates, stored and earlier in the batch, are more than a lookup verifies
+      (``bands.MAX_CANDIDATES``: E could push out a stored one).
+
+    An unrelated item that shares a few bands is verified and passed over, as one by one.
+    """
     runs: list[list[tuple[ItemRef, Ready]]] = []
     urls: set[str] = set()
     hashes: set[str] = set()
-    # (band, value) -> the positions in the run of the items whose sketch has it: an item's
-    # shared bands with each earlier one are counted in one pass over its own bands.
+    # (band, value) -> the batch positions of the items whose sketch has it: an item's shared
+    # bands with each earlier one are counted in one pass over its own bands.
     owners: dict[tuple[int, int], list[int]] = {}
-    for ref, ready in items:
+    start = 0  # where the current run begins
+    for position, ((ref, ready), stored) in enumerate(zip(items, candidates, strict=True)):
         extracted, sketch = ready.extracted, ready.sketch
         meets = extracted.content_hash in hashes or bool(urls.intersection(extracted.urls))
         if not meets and sketch is not None:
             shared = Counter(
                 owner for band in enumerate(sketch.bands) for owner in owners.get(band, ())
             )
-            meets = any(n >= bands.MIN_BAND_HITS for n in shared.values())
+            close = [owner for owner, n in shared.items() if n >= bands.MIN_BAND_HITS]
+            meets = stored + len(close) > bands.MAX_CANDIDATES or any(
+                owner >= start and _related(sketch, items[owner][1].sketch) for owner in close
+            )
         if meets or not runs:
             runs.append([])
-            urls, hashes, owners = set(), set(), {}
-        position = len(runs[-1])
+            urls, hashes, start = set(), set(), position
         runs[-1].append((ref, ready))
         urls.update(extracted.urls)
         hashes.add(extracted.content_hash)
@@ -237,6 +258,15 @@ def _runs(items: list[tuple[ItemRef, Ready]]) -> list[list[tuple[ItemRef, Ready]
             for band in enumerate(sketch.bands):
                 owners.setdefault(band, []).append(position)
     return runs
+
+
+def _related(sketch: neardup.Sketch, other: neardup.Sketch | None) -> bool:
+    """Whether a lookup of ``sketch`` would take ``other``'s text as a match (STORY or more)."""
+    if other is None:
+        return False
+    return neardup.similarity(sketch.shingles, other.shingles).relation is not (
+        neardup.Relation.NONE
+    )
 
 
 class _Held:

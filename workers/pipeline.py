@@ -70,6 +70,9 @@ class Decision:
     article_id: int | None = None  # the stored article the item is a copy of
     reason: str | None = None  # url | content | near_duplicate
     story_like: int | None = None  # a stored article of the same story, for a new article
+    # Stored articles that were near-duplicate candidates (bands.find_similar_counted);
+    # 0 when the item was not looked up by its bands (a copy by URL or text, a short text).
+    candidates: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,20 +158,20 @@ def decide_many(
     a copy by URL, else by text, else by near-duplicate text; or new, in the story of the
     closest related article if there is one. Each is decided as if it were alone."""
     copies = articles.find_copies(session, [(e.urls, e.content_hash) for e, _ in items])
-    matches = bands.find_similar_many(
+    matches = bands.find_similar_counted(
         session, [None if copy is not None else sketch for copy, (_, sketch) in zip(
             copies, items, strict=True)]
     )  # fmt: skip
     found: list[Decision] = []
-    for copy, match in zip(copies, matches, strict=True):
+    for copy, (match, candidates) in zip(copies, matches, strict=True):
         if copy is not None:
             found.append(Decision(copy[1], copy[0]))
         elif match is None:
-            found.append(Decision())
+            found.append(Decision(candidates=candidates))
         elif match.relation is neardup.Relation.DUPLICATE:
-            found.append(Decision(match.article_id, "near_duplicate"))
+            found.append(Decision(match.article_id, "near_duplicate", candidates=candidates))
         else:
-            found.append(Decision(story_like=match.article_id))
+            found.append(Decision(story_like=match.article_id, candidates=candidates))
     return found
 
 

@@ -189,7 +189,15 @@ def find_similar_many(
     PostgreSQL probe its (band, value) index once per pair; a row-value ``IN`` list makes
     SQLite scan the whole table instead.
     """
-    found: list[neardup.Match | None] = [None] * len(sketches)
+    return [match for match, _ in find_similar_counted(session, sketches, exclude=exclude)]
+
+
+def find_similar_counted(
+    session: Session, sketches: Sequence[neardup.Sketch | None], *, exclude: int | None = None
+) -> list[tuple[neardup.Match | None, int]]:
+    """:func:`find_similar_many`, each match with how many stored articles were candidates
+    (at least ``MIN_BAND_HITS`` shared bands), before the ``MAX_CANDIDATES`` cap."""
+    found: list[tuple[neardup.Match | None, int]] = [(None, 0)] * len(sketches)
     wanted = [(n, s) for n, s in enumerate(sketches) if s is not None]
     if not wanted:
         return found
@@ -210,7 +218,7 @@ def find_similar_many(
         sketch = sketches[n]
         assert sketch is not None
         stored = [(a, ids_) for a in ids if (ids_ := shingles.get(a)) is not None]
-        found[n] = neardup.best_match(sketch.shingles, stored)
+        found[n] = (neardup.best_match(sketch.shingles, stored), len(hits[n]))
     return found
 
 
