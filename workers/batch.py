@@ -7,9 +7,10 @@ order, each exactly as its own job would: the sighting is read again inside, so 
 item of the batch counts. Each job then returns its item's outcome (workers.pipeline.process).
 Under the lock the items are decided together, then go in runs, cut before an item whose
 decision an earlier one of its run could change (a shared URL or text, or enough shared
-near-duplicate bands with a related text): a run is written together (one statement for all
-its articles, one for their sightings, and so on), and an item whose decision none of the
-earlier ones could change is decided the same for their absence (see :func:`_runs`). The
+near-duplicate bands with a related text or among too many candidates): a run is written
+together (one statement for all its articles, one for their sightings, and so on), and an
+item whose decision none of the earlier ones could change is decided the same for their
+absence (see :func:`_runs`). The
 decisions taken before the lock stand when storage provably did not change since (SQLite:
 the same connection, no write by it or by any other since).
 
@@ -218,7 +219,7 @@ def _runs(
 ) -> list[list[tuple[ItemRef, Ready]]]:
     """``items`` cut, in order, before each item whose decision an earlier item of its run
     could change, had that one been stored first. ``candidates``: for each item, how many
-    stored articles its decision verified as near-duplicate candidates.
+    stored articles its decision found as near-duplicate candidates (before the cap).
 
     An earlier item E changes the decision of an item X only if
 
