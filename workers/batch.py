@@ -10,9 +10,9 @@ decision an earlier one of its run could change (a shared URL or text, or enough
 near-duplicate bands with a related text or among too many candidates): a run is written
 together (one statement for all its articles, one for their sightings, and so on), and an
 item whose decision none of the earlier ones could change is decided the same for their
-absence (see :func:`_runs`). The
-decisions taken before the lock stand when storage provably did not change since (SQLite:
-the same connection, no write by it or by any other since).
+absence (see :func:`_runs`). The decisions taken before the lock stand when storage
+provably did not change since (SQLite: the same connection, no write by it or by any other
+since).
 
 The transaction commits before rq records any of the jobs as finished: a crash in between
 leaves them started, and their retry finds the sightings stored. An item the batch cannot
