@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.entities import ArticleEntity as Found
@@ -93,6 +93,50 @@ def test_stories_started_together_each_hold_their_own_article(db: Db, engine: En
     assert [first[story] for story in story_ids] == order
     assert [story_of[a] for a in order] == story_ids
     assert counts == {1}
+
+
+def test_articles_joining_stories_together_land_as_one_by_one(db: Db, engine: Engine) -> None:
+    """Three articles join two stories and one more the story of an article that has none
+    yet (started for it, as one by one): five statements (two of them start that story),
+    the same rows as one by one."""
+    stored = new_articles(db, 3)
+    with transaction(db) as s:
+        a_story, b_story = stories.start_stories(s, stored[:2], now=T0)
+    joining = new_articles(db, 4, first=10)
+    pairs = [
+        (joining[0], stored[1]),
+        (joining[1], stored[0]),
+        (joining[2], stored[2]),  # its story is started here
+        (joining[3], stored[1]),
+    ]
+
+    def rows() -> tuple[dict[int, int | None], dict[int, int]]:
+        with db() as s:
+            story_of = dict(s.execute(select(Article.id, Article.story_id)).tuples().all())
+            counts = dict(s.execute(select(Story.id, Story.article_count)).tuples().all())
+        return story_of, counts
+
+    with statements(engine) as seen, transaction(db) as s:
+        joined = stories.join_stories(s, pairs, now=T0)
+    sent = [statement for statement in seen if not statement.startswith("BEGIN")]
+    assert len(sent) == 5, sent
+    together = rows()
+    c_story = together[0][stored[2]]
+    assert c_story is not None and c_story not in (a_story, b_story)
+    assert joined == [b_story, a_story, c_story, b_story]
+    assert together[1] == {a_story: 2, b_story: 3, c_story: 2}
+    with transaction(db) as s:  # undo, then one by one
+        s.execute(
+            update(Article).where(Article.id.in_([*joining, stored[2]])).values(story_id=None)
+        )
+        s.execute(delete(Story).where(Story.id == c_story))
+        s.execute(update(Story).values(article_count=1))
+        one_by_one = [stories.join_story(s, article_id=a, like=b, now=T0) for a, b in pairs]
+    assert one_by_one[:2] + one_by_one[3:] == joined[:2] + joined[3:]
+    again = rows()
+    renumbered = {one_by_one[2]: c_story}
+    assert {a: renumbered.get(st, st) for a, st in again[0].items()} == together[0]
+    assert {renumbered.get(st, st): n for st, n in again[1].items()} == together[1]
 
 
 def test_no_stories_to_start_sends_nothing(db: Db, engine: Engine) -> None:

@@ -280,16 +280,15 @@ def _place_in_stories(
     session: Session, items: Sequence[tuple[int, int | None]], now: datetime
 ) -> list[int]:
     """The story of each new (article id, related stored article or None): the related
-    article's, or a story of its own (all of those started in two statements)."""
+    article's, or a story of its own (all of those started in two statements, then all the
+    related articles' joined in five at most)."""
     started = iter(
         stories.start_stories(session, [i for i, like in items if like is None], now=now)
     )
-    return [
-        next(started)
-        if like is None
-        else stories.join_story(session, article_id=i, like=like, now=now)
-        for i, like in items
-    ]
+    joined = iter(
+        stories.join_stories(session, [(i, like) for i, like in items if like is not None], now=now)
+    )
+    return [next(started) if like is None else next(joined) for _, like in items]
 
 
 def _attach(

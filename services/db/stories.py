@@ -3,6 +3,7 @@ finds a story's members is services/db/bands.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,11 +84,13 @@ _SET_STORY = (
     .where(_ARTICLES.c.id == bindparam("article"))
     .values(story_id=bindparam("story"), updated_at=bindparam("now"))
 )
-_STORY_OF = select(_ARTICLES.c.story_id).where(_ARTICLES.c.id == bindparam("id"))
-_STORY_GROWS = (
+_STORIES_OF = select(_ARTICLES.c.id, _ARTICLES.c.story_id).where(
+    _ARTICLES.c.id.in_(bindparam("ids", expanding=True))
+)
+_STORIES_GROW = (
     update(_STORIES)
     .where(_STORIES.c.id == bindparam("story"))
-    .values(article_count=_STORIES.c.article_count + 1, updated_at=bindparam("now"))
+    .values(article_count=_STORIES.c.article_count + bindparam("n"), updated_at=bindparam("now"))
 )
 
 
@@ -120,13 +123,33 @@ def start_stories(session: Session, article_ids: Sequence[int], *, now: datetime
 
 def join_story(session: Session, *, article_id: int, like: int, now: datetime) -> int:
     """Put ``article_id`` in the story of article ``like`` (starting one if it has none)."""
+    return join_stories(session, [(article_id, like)], now=now)[0]
+
+
+def join_stories(session: Session, items: Sequence[tuple[int, int]], *, now: datetime) -> list[int]:
+    """:func:`join_story` for several (article id, like) pairs, distinct articles that are not
+    any pair's ``like``: one statement to read the likes' stories, two to start any missing
+    ones (in order of first mention, as one by one), one to set the articles' story and one
+    to count them in. Returns the story ids in the order of ``items``."""
+    if not items:
+        return []
     conn = core(session)
-    story_id = conn.scalar(_STORY_OF, {"id": like})
-    if story_id is None:
-        story_id = start_story(session, article_id=like, now=now)
-    conn.execute(_SET_STORY, {"article": article_id, "story": story_id, "now": now})
-    conn.execute(_STORY_GROWS, {"story": story_id, "now": now})
-    return int(story_id)
+    likes = list(dict.fromkeys(like for _, like in items))
+    story_of = {
+        int(like): int(story)
+        for like, story in conn.execute(_STORIES_OF, {"ids": likes})
+        if story is not None
+    }
+    missing = [like for like in likes if like not in story_of]
+    story_of.update(zip(missing, start_stories(session, missing, now=now), strict=True))
+    joined = [story_of[like] for _, like in items]
+    conn.execute(
+        _SET_STORY,
+        [{"article": a, "story": s, "now": now} for (a, _), s in zip(items, joined, strict=True)],
+    )
+    grown = Counter(joined)
+    conn.execute(_STORIES_GROW, [{"story": s, "n": n, "now": now} for s, n in grown.items()])
+    return joined
 
 
 def story_ref(
