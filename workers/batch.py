@@ -194,8 +194,11 @@ def _store_batch(
             taken.append((ref, prepared))
         if not taken:
             return done
-        mark = storage_mark(session) if looked_up is not None else None
-        if looked_up is not None and mark is not None and mark == looked_up.mark:
+        if (
+            looked_up is not None
+            and looked_up.mark is not None
+            and storage_mark(session) == looked_up.mark
+        ):
             first = looked_up.decisions[: len(taken)]
         else:
             first = decide_many(session, [(r.extracted, r.sketch) for _, r in taken])
@@ -263,8 +266,7 @@ def _runs(
 
 def _related(sketch: neardup.Sketch, other: neardup.Sketch | None) -> bool:
     """Whether a lookup of ``sketch`` would take ``other``'s text as a match (STORY or more)."""
-    if other is None:
-        return False
+    assert other is not None  # only items with a sketch have bands in the table
     return neardup.similarity(sketch.shingles, other.shingles).relation is not (
         neardup.Relation.NONE
     )

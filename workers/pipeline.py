@@ -70,7 +70,7 @@ class Decision:
     article_id: int | None = None  # the stored article the item is a copy of
     reason: str | None = None  # url | content | near_duplicate
     story_like: int | None = None  # a stored article of the same story, for a new article
-    # Stored articles that were near-duplicate candidates (bands.find_similar_counted);
+    # Stored articles that were near-duplicate candidates (bands.find_similar_many);
     # 0 when the item was not looked up by its bands (a copy by URL or text, a short text).
     candidates: int = 0
 
@@ -158,7 +158,7 @@ def decide_many(
     a copy by URL, else by text, else by near-duplicate text; or new, in the story of the
     closest related article if there is one. Each is decided as if it were alone."""
     copies = articles.find_copies(session, [(e.urls, e.content_hash) for e, _ in items])
-    matches = bands.find_similar_counted(
+    matches = bands.find_similar_many(
         session, [None if copy is not None else sketch for copy, (_, sketch) in zip(
             copies, items, strict=True)]
     )  # fmt: skip

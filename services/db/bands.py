@@ -143,7 +143,7 @@ def find_similar(
 ) -> neardup.Match | None:
     """The stored article closest to ``sketch`` if at least STORY-similar (see core.neardup),
     other than article ``exclude`` (reprocessing compares an article with the others)."""
-    return find_similar_many(session, [sketch], exclude=exclude)[0]
+    return find_similar_many(session, [sketch], exclude=exclude)[0][0]
 
 
 # Many sketches' bands as rows (item, band, value), from one flat list of band values, BANDS
@@ -181,22 +181,16 @@ def band_values_param(dialect: str, sketches: Sequence[neardup.Sketch]) -> objec
 
 def find_similar_many(
     session: Session, sketches: Sequence[neardup.Sketch | None], *, exclude: int | None = None
-) -> list[neardup.Match | None]:
-    """:func:`find_similar` for several sketches, in three statements in all: the band hits
-    of every sketch, the text hashes of every candidate, the texts of those not cached.
+) -> list[tuple[neardup.Match | None, int]]:
+    """:func:`find_similar` for several sketches, each match with how many stored articles
+    were candidates (at least ``MIN_BAND_HITS`` shared bands, before the ``MAX_CANDIDATES``
+    cap), in three statements in all: the band hits of every sketch, the text hashes of every
+    candidate, the texts of those not cached.
 
     The (band, value) pairs are rows joined to ``article_bands``, so both SQLite and
     PostgreSQL probe its (band, value) index once per pair; a row-value ``IN`` list makes
     SQLite scan the whole table instead.
     """
-    return [match for match, _ in find_similar_counted(session, sketches, exclude=exclude)]
-
-
-def find_similar_counted(
-    session: Session, sketches: Sequence[neardup.Sketch | None], *, exclude: int | None = None
-) -> list[tuple[neardup.Match | None, int]]:
-    """:func:`find_similar_many`, each match with how many stored articles were candidates
-    (at least ``MIN_BAND_HITS`` shared bands), before the ``MAX_CANDIDATES`` cap."""
     found: list[tuple[neardup.Match | None, int]] = [(None, 0)] * len(sketches)
     wanted = [(n, s) for n, s in enumerate(sketches) if s is not None]
     if not wanted:
