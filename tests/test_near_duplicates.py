@@ -10,15 +10,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.config import Settings
 from services.core import neardup
 from services.core.entities import RawMention
-from services.db import feeds
+from services.db import bands, feeds
 from services.db.engine import session_factory, transaction
-from services.db.models import Article, ArticleUrl, Event, Sighting, Story
+from services.db.models import (
+    Article,
+    ArticleShingles,
+    ArticleUrl,
+    Event,
+    Sighting,
+    Story,
+)
 from services.queue import enqueue_extract, extract_queue, redis_client
 from tests.syndication import (
     LATIMES_MAY,
@@ -397,3 +404,102 @@ def test_the_band_lookup_probes_the_band_index_with_both_columns(engine: Engine)
     else:
         assert "ix_article_bands_band_value" in plan, plan
         assert "band = " in plan and "value = " in plan, plan
+
+
+def _stored_shingles(db: sessionmaker[Session]) -> dict[int, frozenset[int]]:
+    with db() as session:
+        rows = session.execute(select(ArticleShingles.article_id, ArticleShingles.ids))
+        return {article_id: neardup.unpack(data) for article_id, data in rows}
+
+
+def test_an_articles_shingles_are_stored_with_its_bands_and_follow_its_text(
+    ctx: WorkerContext, db: Any
+) -> None:
+    """What verification compares is the shingle set of the text stored now: written with the
+    article, replaced when its text changes, gone when the new text is too short to index."""
+    s, concerts = seed(), item(LATIMES_MAY, "concerts-reopening")
+    fa = _feed(db, "http://a.test/rss")
+    first = process(ctx, payload(fa, s, guid="g")).article_id
+    assert first is not None
+    with db() as session:
+        stored_text = session.scalars(select(Article.text)).one()
+    assert _stored_shingles(db) == {first: neardup.shingles(stored_text)}
+    process(ctx, payload(fa, replace(concerts, title=s.title), guid="g"))
+    with db() as session:
+        new_text = session.scalars(select(Article.text)).one()
+    assert new_text != stored_text
+    assert _stored_shingles(db) == {first: neardup.shingles(new_text)}
+    short = replace(s, paragraphs=(" ".join(s.paragraphs[0].split()[:20]) + ".",))
+    assert process(ctx, payload(fa, short, guid="g")).status == "updated"
+    assert _stored_shingles(db) == {}
+
+
+class Statements:
+    """The SQL an engine runs while counting."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.seen = engine, []
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._note)
+        return self.seen
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._note)
+
+    def _note(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.seen.append(statement)
+
+
+def test_a_candidate_is_verified_from_its_stored_shingles_not_its_text(
+    ctx: WorkerContext, db: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate this process has not compared yet (a fresh worker, or one long out of its
+    cache) is verified from the shingles stored with its bands, not by reading and
+    shingling its text; an article indexed before they were stored is read from its text."""
+    s = seed()
+    fa, fb, fc = (_feed(db, f"http://{x}.test/rss") for x in "abc")
+    first = process(ctx, payload(fa, s)).article_id
+    monkeypatch.setattr(bands, "_SHINGLES", bands.ShingleCache(500))  # nothing remembered
+    with Statements(engine) as seen:
+        copy = process(ctx, payload(fb, wire(s)))
+    assert (copy.status, copy.article_id) == ("duplicate", first)
+    reads = [x for x in seen if "article_shingles" in x and x.lstrip().upper().startswith("SELECT")]
+    assert reads, seen
+    assert not [x for x in seen if "articles.text" in x], seen
+    # Indexed before revision 0011: no stored shingles; the text is read and shingled.
+    with transaction(db) as session:
+        session.execute(delete(ArticleShingles))
+    monkeypatch.setattr(bands, "_SHINGLES", bands.ShingleCache(500))
+    with Statements(engine) as seen:
+        again = process(ctx, payload(fc, sentence_rewritten(s, key="c", dateline="LA")))
+    assert (again.status, again.article_id) == ("duplicate", first)
+    assert [x for x in seen if "articles.text" in x], seen
+
+
+def test_shingles_stored_for_an_older_text_are_not_compared(
+    ctx: WorkerContext, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that changes an article's text and bands but not its stored shingles (code
+    older than revision 0011, during a rolling upgrade) leaves a row of the old text: the
+    lookup must verify against the current text, not the row."""
+    s, concerts = seed(), item(LATIMES_MAY, "concerts-reopening")
+    fa, fb = _feed(db, "http://a.test/rss"), _feed(db, "http://b.test/rss")
+    first = process(ctx, payload(fa, s)).article_id
+    assert first is not None
+    with db() as session:
+        stale = session.execute(select(ArticleShingles.content_hash, ArticleShingles.ids)).one()
+    new_text, new_hash = concerts.body, "f" * 64
+    with transaction(db) as session:
+        session.execute(
+            update(Article).where(Article.id == first).values(text=new_text, content_hash=new_hash)
+        )
+        bands.index_article(
+            session, article_id=first, sketch=neardup.sketch(new_text), content_hash=new_hash
+        )
+        session.execute(
+            update(ArticleShingles).values(content_hash=stale.content_hash, ids=stale.ids)
+        )
+    monkeypatch.setattr(bands, "_SHINGLES", bands.ShingleCache(500))
+    copy = process(ctx, payload(fb, sentence_rewritten(concerts, key="c", dateline="LA")))
+    assert (copy.status, copy.article_id) == ("duplicate", first)

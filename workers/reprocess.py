@@ -153,7 +153,10 @@ def _refresh(
         changes = articles.update_article(
             session, article_id=article_id, extracted=extracted, now=now
         )
-    bands.index_article(session, article_id=article_id, sketch=sketch)
+    # The stored text is now the extracted one (update_article stores every field that differs).
+    bands.index_article(
+        session, article_id=article_id, sketch=sketch, content_hash=extracted.content_hash
+    )
     row = session.get(Article, article_id)
     assert row is not None
     if row.story_id is None:

@@ -154,6 +154,24 @@ class ArticleBand(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class ArticleShingles(Base):
+    """Near-duplicate verification: the shingle ids of an article's text (core.neardup.pack),
+    written with its bands, so a candidate is compared without reading and shingling its
+    text again. ``content_hash`` is the hash of the text they are of: a row is used only
+    while the article's text still has it, so a writer that changed the text without
+    indexing it again (code older than revision 0011, during a rolling upgrade) costs a
+    read of the text, never a wrong comparison. An article indexed before revision 0011 has
+    none until reprocessed or updated."""
+
+    __tablename__ = "article_shingles"
+
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_hash: Mapped[str] = mapped_column(String(64))
+    ids: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ArticleSource(Base):
     """The job payload an article's current text was extracted from (zlib-compressed JSON).
 
