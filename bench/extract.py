@@ -434,6 +434,18 @@ def register_feeds(engine: Engine) -> tuple[int, int]:
     return http.id, folder.id
 
 
+def fresh_inputs(settings: Settings, count: int) -> list[dict[str, Any]]:
+    """``count`` inputs (:func:`build_inputs`) for feeds registered in the settings' database,
+    emptied first: what the in-process benches (statements, growth) run a worker batch on."""
+    engine = make_engine(settings.database_url)
+    try:
+        prepare_database(engine, reset=True)
+        http_id, folder_id = register_feeds(engine)
+    finally:
+        engine.dispose()
+    return build_inputs(count, http_id, folder_id)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=400, help="measured jobs (default 400)")

@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_scratch import scratch_environment  # noqa: E402
-from extract import build_inputs, prepare_database, register_feeds  # noqa: E402
+from extract import fresh_inputs  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.db.engine import make_engine  # noqa: E402
 from services.metrics import Recorder  # noqa: E402
 from workers import batch  # noqa: E402
 from workers.context import install  # noqa: E402
@@ -66,11 +65,7 @@ def main() -> None:
         )
         settings = Settings.from_env(env)
         size = args.batch or settings.worker_batch
-        setup = make_engine(settings.database_url)
-        prepare_database(setup, reset=True)
-        http_id, folder_id = register_feeds(setup)
-        setup.dispose()
-        inputs = build_inputs(args.inputs, http_id, folder_id)
+        inputs = fresh_inputs(settings, args.inputs)
         ctx = build_context(settings)
         install(ctx)
         backend = settings.database_url.split(":", 1)[0]

@@ -29,10 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_scratch import scratch_environment  # noqa: E402
-from extract import build_inputs, prepare_database, register_feeds  # noqa: E402
+from extract import fresh_inputs  # noqa: E402
 
 from services.config import Settings  # noqa: E402
-from services.db.engine import make_engine  # noqa: E402
 from workers import batch  # noqa: E402
 from workers.context import install  # noqa: E402
 from workers.runner import build_context  # noqa: E402
@@ -53,12 +52,7 @@ def main() -> None:
             stack, database_url=args.database_url, redis_url=args.redis_url
         )
         settings = Settings.from_env(env)
-        setup = make_engine(settings.database_url)
-        prepare_database(setup, reset=True)
-        http_id, folder_id = register_feeds(setup)
-        setup.dispose()
-        total = args.batch * (args.warmup + args.batches)
-        inputs = build_inputs(total, http_id, folder_id)
+        inputs = fresh_inputs(settings, args.batch * (args.warmup + args.batches))
         ctx = build_context(settings)
         install(ctx)
         counts: Counter[str] = Counter()
@@ -70,7 +64,7 @@ def main() -> None:
                 counts[shown + ("  [executemany]" if many else "")] += 1
 
         event.listen(ctx.sessions.kw["bind"], "before_cursor_execute", note)
-        for n, start in enumerate(range(0, total, args.batch)):
+        for n, start in enumerate(range(0, len(inputs), args.batch)):
             counting = n >= args.warmup
             batch.prepare(ctx, inputs[start : start + args.batch])
             ctx.prepared.clear()
